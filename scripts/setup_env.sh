@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates a fresh virtual environment in .venv with everything the tests need.
+# torch is pinned here, for the tests only; the plugin itself never pins it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+"${PIP[@]}" --upgrade pip
+"${PIP[@]}" torch==2.14.1 torchvision==0.29.1
+"${PIP[@]}" torchaudio==2.11.0
+"${PIP[@]}" -e ".[test]"
+COMFY="${COMFYUI_PATH:-/opt/ComfyUI}"
+if [ -f "$COMFY/requirements.txt" ]; then
+    echo "ComfyUI found at $COMFY: installing its requirements for the host tests"
+    "${PIP[@]}" -r "$COMFY/requirements.txt"
+else
+    echo "No ComfyUI checkout (set COMFYUI_PATH): the host tests will be skipped"
+fi
+echo "Environment ready: $VENV"
