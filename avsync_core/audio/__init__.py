@@ -1,0 +1,79 @@
+"""Audio front end: decode any audio, ImageBind's log-mel and audio tokens, per-frame segment masks, long clips.
+
+Host-independent (no ComfyUI import); ComfyUI's AUDIO values convert with ``to_comfy_audio``/``from_comfy_audio``.
+"""
+
+from .condition import AudioCondition, encode_audio_condition
+from .decode import (
+    MAX_DECODE_SECONDS,
+    SAMPLE_RATE,
+    Waveform,
+    check_finite,
+    decode_audio,
+    from_comfy_audio,
+    mix_to_mono,
+    probe_audio_duration,
+    resample,
+    to_comfy_audio,
+)
+from .imagebind import AudioEncoderOutput, ImageBindAudioConfig, ImageBindAudioEncoder
+from .mel import (
+    CLIP_SECONDS,
+    MEL_MEAN,
+    MEL_STD,
+    NUM_MEL_BINS,
+    TARGET_FRAMES,
+    melspectrogram,
+    melspectrogram_batch,
+    min_samples,
+    null_melspectrogram,
+)
+from .segments import (
+    FREQ_PATCHES,
+    MAX_FRAMES,
+    NUM_TOKENS,
+    TIME_PATCHES,
+    segment_index,
+    segment_masks,
+    segment_time_masks,
+    segment_time_windows,
+)
+from .windows import ClipWindow, clip_windows, window_samples
+
+__all__ = [
+    "AudioCondition",
+    "AudioEncoderOutput",
+    "CLIP_SECONDS",
+    "ClipWindow",
+    "FREQ_PATCHES",
+    "ImageBindAudioConfig",
+    "ImageBindAudioEncoder",
+    "MAX_DECODE_SECONDS",
+    "MAX_FRAMES",
+    "MEL_MEAN",
+    "MEL_STD",
+    "NUM_MEL_BINS",
+    "NUM_TOKENS",
+    "SAMPLE_RATE",
+    "TARGET_FRAMES",
+    "TIME_PATCHES",
+    "Waveform",
+    "check_finite",
+    "clip_windows",
+    "decode_audio",
+    "encode_audio_condition",
+    "from_comfy_audio",
+    "melspectrogram",
+    "melspectrogram_batch",
+    "min_samples",
+    "mix_to_mono",
+    "null_melspectrogram",
+    "probe_audio_duration",
+    "resample",
+    "segment_index",
+    "segment_masks",
+    "segment_time_masks",
+    "segment_time_windows",
+    "to_comfy_audio",
+    "window_samples",
+]

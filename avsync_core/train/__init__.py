@@ -1,0 +1,1 @@
+"""Training AVSyncD's added layers: data pipeline and training entry point."""

@@ -1,0 +1,124 @@
+"""Peak memory of loading ImageBind's audio branch from a checkpoint shaped like imagebind_huge.pth.
+
+Writes (once, into --workdir) a .pth with random audio weights at the real imagebind_huge sizes (86 M params)
+plus large dummy tensors standing in for the other modalities, and the compact audio-only safetensors file.
+Each measurement then runs in a fresh subprocess and reports the process's peak resident memory
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after one forward pass, so every weight has really been read:
+
+  baseline   import torch + avsync_core.audio, nothing else
+  alone      the audio branch built in memory with random weights (the floor: its own size)
+  pth        ImageBindAudioEncoder.from_imagebind_checkpoint(huge-shaped .pth)
+  compact    ImageBindAudioEncoder.from_safetensors(compact file)
+  naive      torch.load of the whole huge-shaped .pth (what a loader that reads everything pays)
+
+Usage: python benchmarks/imagebind_load_memory.py [--workdir DIR] [--other-gb 4.1] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _measure(mode: str, workdir: Path) -> None:
+    import torch
+
+    from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder, null_melspectrogram
+
+    torch.set_num_threads(1)
+    before = _peak_mb()
+    t0 = time.perf_counter()
+    if mode == "baseline":
+        pass
+    elif mode == "naive":
+        state = torch.load(workdir / "imagebind_huge_shaped.pth", map_location="cpu", weights_only=True)
+        assert len(state) > 0
+    else:
+        if mode == "alone":
+            encoder = ImageBindAudioEncoder(ImageBindAudioConfig())
+        elif mode == "pth":
+            encoder = ImageBindAudioEncoder.from_imagebind_checkpoint(workdir / "imagebind_huge_shaped.pth")
+        elif mode == "compact":
+            encoder = ImageBindAudioEncoder.from_safetensors(workdir / "imagebind_audio.safetensors")
+        else:
+            raise SystemExit(f"unknown mode {mode}")
+        with torch.no_grad():
+            tokens = encoder.encode_tokens(null_melspectrogram(1))
+        assert torch.isfinite(tokens).all()
+    print(json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": _peak_mb(),
+                      "seconds": time.perf_counter() - t0}))
+
+
+def _write_checkpoints(workdir: Path, other_gb: float) -> None:
+    import torch
+
+    from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder
+
+    torch.manual_seed(0)
+    encoder = ImageBindAudioEncoder(ImageBindAudioConfig())
+    for p in encoder.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    state = {k: v.clone() for k, v in encoder.state_dict_in_layout("imagebind").items()}
+    # Stand-ins for the vision/text/depth/thermal/imu branches: 64 MiB tensors, written before the audio keys
+    # as in the real file's modality order.
+    others = {}
+    chunk = 16 * 1024 * 1024  # float32 elements = 64 MiB
+    for i in range(max(0, round(other_gb * 1024 / 64))):
+        others[f"modality_trunks.vision.blocks.{i}.mlp.fc1.weight"] = torch.zeros(chunk // 1024, 1024)
+    torch.save({**others, **state}, workdir / "imagebind_huge_shaped.pth")
+    encoder.save_safetensors(workdir / "imagebind_audio.safetensors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the test checkpoints")
+    parser.add_argument("--other-gb", type=float, default=4.1, help="size of the dummy non-audio tensors")
+    parser.add_argument("--keep", action="store_true", help="keep the written checkpoints")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.write:
+        _write_checkpoints(args.workdir, args.other_gb)
+        return
+    if args.measure:
+        _measure(args.measure, args.workdir)
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_ib_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    pth = workdir / "imagebind_huge_shaped.pth"
+    if not pth.exists():
+        print(f"writing a {args.other_gb:.1f} GB + audio-branch checkpoint to {workdir} ...", flush=True)
+        subprocess.run([sys.executable, __file__, "--write", "--workdir", str(workdir), "--other-gb",
+                        str(args.other_gb)], check=True)
+    print(f"checkpoint: {pth.stat().st_size / 2**30:.2f} GiB, compact audio file: "
+          f"{(workdir / 'imagebind_audio.safetensors').stat().st_size / 2**20:.0f} MiB")
+    rows = {}
+    for mode in ("baseline", "alone", "pth", "compact", "naive"):
+        out = subprocess.run([sys.executable, __file__, "--measure", mode, "--workdir", str(workdir)],
+                             check=True, capture_output=True, text=True).stdout
+        rows[mode] = json.loads(out.strip().splitlines()[-1])
+    base = rows["baseline"]["peak_mb"]
+    print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")
+    for mode, row in rows.items():
+        print(f"{mode:10s} {row['peak_mb']:13.0f} {row['peak_mb'] - base:15.0f} {row['seconds']:8.2f}")
+    if not args.keep and args.workdir is None:
+        for f in workdir.iterdir():
+            f.unlink()
+        workdir.rmdir()
+
+
+if __name__ == "__main__":
+    main()
