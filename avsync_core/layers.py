@@ -213,11 +213,15 @@ class BlockAdditions(nn.Module):
 
     def temporal_attention(self, x: Tensor, frames: int) -> Tensor:
         """Every spatial position attends across frames; the frame embedding enters only the norm's input."""
+        return x + self.temporal_residual(x, frames)
+
+    def temporal_residual(self, x: Tensor, frames: int) -> Tensor:
+        """The increment ``attn_temp(norm_temp(x + pos))`` alone, for hosts that add residuals themselves."""
         n, tokens, c = x.shape
         b = n // frames
         t = x.view(b, frames, tokens, c).transpose(1, 2).reshape(b * tokens, frames, c)
         pos = self.pos_embedding_temp(frames, x.dtype, x.device)
-        t = self.attn_temp(self.norm_temp(t + pos)) + t
+        t = self.attn_temp(self.norm_temp(t + pos))
         return t.view(b, tokens, frames, c).transpose(1, 2).reshape(n, tokens, c)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CheckpointError
 from .motion_module import MotionConfig
 
 RESNET_PARTS = {
@@ -88,3 +89,36 @@ def ldm_to_diffusers_state_dict(ldm: dict, diffusers_keys: list[str], config: Mo
         if ldm_key in ldm:
             out[key] = ldm[ldm_key]
     return out
+
+
+def diffusers_config_from_ldm(unet_config: dict) -> dict:
+    """The diffusers-style UNet config equivalent to an LDM ``unet_config`` (ComfyUI's model description).
+
+    Only the fields that decide whether the AVSyncD additions fit are produced; they feed ``check_base_fits``.
+    """
+    channels = [unet_config["model_channels"] * m for m in unet_config["channel_mult"]]
+    res_blocks = unet_config["num_res_blocks"]
+    if isinstance(res_blocks, (list, tuple)):
+        if len(set(res_blocks)) != 1:
+            raise CheckpointError(f"A UNet with {list(res_blocks)} resnets per level is not a Stable Diffusion 1.5 UNet.")
+        res_blocks = res_blocks[0]
+    depth = list(unet_config.get("transformer_depth") or [])
+    per_level = [depth[i * res_blocks] if i * res_blocks < len(depth) else 0 for i in range(len(channels))]
+    heads = unet_config.get("num_heads", -1)
+    if heads == -1:
+        heads_per_level = [c // unet_config["num_head_channels"] for c in channels]
+    else:
+        heads_per_level = [heads] * len(channels)
+    return {
+        "block_out_channels": channels,
+        "layers_per_block": res_blocks,
+        "attention_head_dim": heads_per_level,
+        "down_block_types": ["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in per_level],
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if unet_config.get("transformer_depth_middle", 1) else "UNetMidBlock2D",
+        "transformer_layers_per_block": max(per_level) if any(per_level) else 1,
+        "cross_attention_dim": unet_config.get("context_dim"),
+        "in_channels": unet_config.get("in_channels", 4),
+        "out_channels": unet_config.get("out_channels", 4),
+        "use_linear_projection": bool(unet_config.get("use_linear_in_transformer", False)),
+        "addition_embed_type": "text_time" if unet_config.get("adm_in_channels") else None,
+    }

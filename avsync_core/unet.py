@@ -314,11 +314,16 @@ def _per_frame(name: str, value: Tensor, batch: int, frames: int) -> Tensor:
 def check_base_fits(base_config: Any, motion_config: MotionConfig) -> None:
     """Refuse bases the additions were not made for (SD2, SDXL, inpainting UNets, ...) with a clear reason."""
     text_width = base_config.get("cross_attention_dim", 768)
-    if text_width in (1024, 2048) or isinstance(text_width, (list, tuple)):
+    if text_width in (1024, 2048) or isinstance(text_width, (list, tuple)) or base_config.get("addition_embed_type"):
         family = {1024: "Stable Diffusion 2.x", 2048: "SDXL"}.get(text_width, "a non-SD1.5 model")
         raise CheckpointError(
             f"The base UNet looks like {family} (text encodings of width {text_width}); AVSyncD needs a "
             "Stable Diffusion 1.5 base (768)."
+        )
+    if base_config.get("in_channels", 4) != 4:
+        raise CheckpointError(
+            f"The base UNet takes {base_config['in_channels']} input channels (an inpainting or depth model?); "
+            "AVSyncD needs a regular 4-channel Stable Diffusion 1.5 base."
         )
     base = MotionConfig.from_unet_config(base_config)
     fields = ("block_out_channels", "layers_per_block", "attention_heads", "down_attention", "mid_attention", "transformer_layers")

@@ -1,0 +1,127 @@
+"""Audio nodes: load audio (also the sound of a video), load the ImageBind audio encoder, encode the audio."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import torch
+
+from ..avsync_core.audio import (
+    ImageBindAudioEncoder,
+    MAX_FRAMES,
+    decode_audio,
+    encode_audio_condition,
+    from_comfy_audio,
+    to_comfy_audio,
+)
+from . import model_paths
+from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
+
+
+class AVSyncLoadAudio:
+    """Like core LoadAudio, plus the audio track of video files and a start/duration window."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = folder_paths.filter_files_content_types(os.listdir(folder_paths.get_input_directory()), ["audio", "video"])
+        return {
+            "required": {
+                "audio": (sorted(files), {"audio_upload": True, "tooltip": "An audio file, or a video whose sound track to use, from ComfyUI's input folder (any format FFmpeg reads)."}),
+                "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": "Where to start in the file, in seconds. Only the requested part is decoded, so long files are cheap."}),
+                "duration_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": "How many seconds to load; 0 loads to the end of the file."}),
+            }
+        }
+
+    RETURN_TYPES = ("AUDIO", "FLOAT")
+    RETURN_NAMES = ("audio", "duration_seconds")
+    OUTPUT_TOOLTIPS = ("The audio at the file's own sample rate and channels.", "Length of the loaded audio in seconds.")
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/audio"
+    DESCRIPTION = "Loads an audio file or the sound track of a video, optionally only a window of it."
+
+    def load(self, audio: str, start_seconds: float, duration_seconds: float):
+        path = folder_paths.get_annotated_filepath(audio)
+        wave = decode_audio(path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False)
+        return (to_comfy_audio(wave), wave.duration)
+
+    @classmethod
+    def IS_CHANGED(cls, audio: str, start_seconds: float, duration_seconds: float):
+        digest = hashlib.sha256()
+        with open(folder_paths.get_annotated_filepath(audio), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return f"{digest.hexdigest()}:{start_seconds}:{duration_seconds}"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio: str, **_):
+        if not folder_paths.exists_annotated_filepath(audio):
+            return f"Audio file not found in the input folder: {audio}"
+        return True
+
+
+class AVSyncImageBindLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "encoder_name": (model_paths.imagebind_choices(), {"tooltip": "ImageBind's audio branch: imagebind_huge.pth or the compact file in models/imagebind, or an official AVSyncD folder (its audio_encoder/) in models/avsyncd. " + model_paths.HELP[model_paths.IMAGEBIND_FOLDER] + "."}),
+            }
+        }
+
+    RETURN_TYPES = (AUDIO_ENCODER,)
+    RETURN_NAMES = ("audio_encoder",)
+    OUTPUT_TOOLTIPS = ("The ImageBind audio encoder (audio branch only, about 86 M parameters).",)
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/loaders"
+    DESCRIPTION = "Loads ImageBind's audio encoder without reading the other modalities of the checkpoint."
+
+    def load(self, encoder_name: str):
+        path = model_paths.resolve(model_paths.IMAGEBIND_FOLDER, encoder_name)
+        return (ImageBindAudioEncoder.from_file(path),)
+
+
+class AVSyncEncodeAudio:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio": ("AUDIO", {"tooltip": "Any AUDIO value (from AVSync Load Audio, core Load Audio, a video loader...). Only the first item of a batch is used; it is mixed to mono and resampled to 16 kHz."}),
+                "audio_encoder": (AUDIO_ENCODER, {"tooltip": "From 'Load ImageBind Audio Encoder'."}),
+                "frames": ("INT", {"default": 12, "min": 2, "max": MAX_FRAMES, "tooltip": "Frames per clip, the first being the given image. The released models were trained with 12."}),
+                "fps": ("FLOAT", {"default": 6.0, "min": 0.5, "max": 120.0, "step": 0.5, "tooltip": "Frames per second. Each clip covers frames/fps seconds of audio; the released models were trained at 6 fps (2 s)."}),
+                "max_windows": ("INT", {"default": 1, "min": 0, "max": 10000, "tooltip": "How many consecutive clips to prepare for longer audio (each starts at the previous clip's last frame); 0 = as many as the audio holds."}),
+            }
+        }
+
+    RETURN_TYPES = (AUDIO_CONDITION, "INT")
+    RETURN_NAMES = ("avsync_audio", "total_frames")
+    OUTPUT_TOOLTIPS = (
+        "ImageBind tokens per clip, the per-frame segment masks and the null audio for guidance.",
+        "Frames of the whole animation: 1 + windows x (frames - 1).",
+    )
+    FUNCTION = "encode"
+    CATEGORY = f"{CATEGORY}/audio"
+    DESCRIPTION = "Turns audio into what AVSyncD listens to: 229 ImageBind tokens per 2 s clip, one segment per frame."
+
+    def encode(self, audio: dict, audio_encoder: ImageBindAudioEncoder, frames: int, fps: float, max_windows: int):
+        wave = from_comfy_audio(audio)
+        device = comfy.model_management.get_torch_device()
+        offload = comfy.model_management.unet_offload_device()
+        pbar = comfy.utils.ProgressBar(1)
+
+        def progress(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            pbar.update_absolute(done, total)
+
+        audio_encoder.to(device)
+        try:
+            with torch.inference_mode():
+                condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
+        finally:
+            audio_encoder.to(offload)
+        condition = condition.to("cpu")
+        return (condition, 1 + condition.num_windows * (frames - 1))

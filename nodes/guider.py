@@ -1,0 +1,84 @@
+"""The AVSync guider: ComfyUI's CFGGuider with AVSyncD's text/audio guidance and the pinned first frame.
+
+Any ComfyUI sampler, scheduler and noise source drives it (SamplerCustomAdvanced, or the AVSync Sampler node).
+Each guidance branch is a cond list handed to ``calc_cond_batch``, so ComfyUI batches branches as it sees fit;
+the branch index of every chunk (``cond_or_uncond``) tells the injected model which audio that chunk hears.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.samplers
+import torch
+
+from ..avsync_core.audio.condition import AudioCondition
+from ..avsync_core.errors import AVSyncError, InvalidInputError
+from ..avsync_core.folded import FoldedRun
+from ..avsync_core.guidance import combine_guidance, guidance_branches
+from .patching import RUN_KEY, is_avsync_model
+
+
+class AVSyncGuider(comfy.samplers.CFGGuider):
+    def __init__(
+        self,
+        model: comfy.model_patcher.ModelPatcher,
+        audio: AudioCondition,
+        audio_scale: float = 4.0,
+        text_scale: float = 1.0,
+        window: int = 0,
+    ) -> None:
+        if not is_avsync_model(model):
+            raise AVSyncError("The AVSync guider needs a MODEL with AVSyncD applied (use the 'Apply AVSyncD' node first).")
+        if not 0 <= window < audio.num_windows:
+            raise InvalidInputError(f"window {window} does not exist: the audio has {audio.num_windows} window(s) (0..{audio.num_windows - 1}).")
+        super().__init__(model)
+        self.branches = guidance_branches(audio_scale, text_scale)
+        self.audio_scale, self.text_scale = audio_scale, text_scale
+        self.audio = audio
+        self.window = window
+        self.run: FoldedRun | None = None
+
+    def set_conds(self, positive, negative=None) -> None:
+        if any(not b.text for b in self.branches) and not negative:
+            raise InvalidInputError("Text guidance above 1 needs a negative conditioning (e.g. an empty prompt).")
+        conds = {"positive": positive}
+        if negative:
+            conds["negative"] = negative
+        self.inner_set_conds(conds)
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
+        frames = self.audio.frames
+        if latent_image.shape[0] % frames:
+            raise InvalidInputError(
+                f"The latent holds {latent_image.shape[0]} frames, which is not a whole number of {frames}-frame clips "
+                f"(the audio was encoded for {frames} frames). Use the 'AVSync Video Latent' node to make the latent."
+            )
+        clips = latent_image.view(-1, frames, *latent_image.shape[1:])
+        first = self.inner_model.process_latent_in(clips[:, 0].to(device))
+        self.run = FoldedRun(
+            frames=frames,
+            first_latents=first,
+            tokens=self.audio.tokens[self.window : self.window + 1],
+            null_tokens=self.audio.null_tokens,
+            masks=self.audio.masks,
+        ).with_branches([b.audio for b in self.branches])
+        samples = super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        out = samples.view(-1, frames, *samples.shape[1:]).clone()
+        out[:, 0] = clips[:, 0].to(out)  # frame 0 is the given image's latent, bit for bit
+        return out.view(samples.shape)
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        conds = [self.conds["positive"] if b.text else self.conds["negative"] for b in self.branches]
+        options = comfy.model_patcher.create_model_options_clone(model_options)
+        options.setdefault("transformer_options", {})[RUN_KEY] = self.run
+        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
+        if len(out) == 2:  # single guidance: ComfyUI's own CFG step, so CFG-modifying nodes still apply
+            scale = self.audio_scale if self.branches[0].text else self.text_scale
+            denoised = comfy.samplers.cfg_function(
+                self.inner_model, out[1], out[0], scale, x, timestep, model_options=options, cond=conds[1], uncond=conds[0]
+            )
+        else:
+            denoised = combine_guidance(out, self.audio_scale, self.text_scale)
+        return self.run.pin_first_frame(denoised)

@@ -1,0 +1,56 @@
+"""Motion-module nodes: load AVSyncD's trained weights, and inject them into any SD1.5 MODEL."""
+
+from __future__ import annotations
+
+import copy
+
+from ..avsync_core.motion_io import MotionModuleInfo, load_motion_module
+from ..avsync_core.motion_module import MotionModule
+from . import model_paths
+from .patching import apply_avsync
+from .types import CATEGORY, MOTION_MODULE
+
+
+class AVSyncMotionModuleLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion_module": (model_paths.motion_choices(), {"tooltip": "An AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder in models/avsyncd. " + model_paths.HELP[model_paths.MOTION_FOLDER] + "."}),
+            }
+        }
+
+    RETURN_TYPES = (MOTION_MODULE,)
+    RETURN_NAMES = ("motion_module",)
+    OUTPUT_TOOLTIPS = ("AVSyncD's trained layers (temporal convolutions and attention, audio cross-attention).",)
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/loaders"
+    DESCRIPTION = "Loads AVSyncD's trained weights, from this pack's files or from an official checkpoint."
+
+    def load(self, motion_module: str):
+        path = model_paths.resolve(model_paths.MOTION_FOLDER, motion_module)
+        return (load_motion_module(path),)
+
+
+class AVSyncApplyMotionModule:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A Stable Diffusion 1.5 model (any fine-tune; LoRAs may be applied before or after)."}),
+                "motion_module": (MOTION_MODULE, {"tooltip": "From 'Load AVSyncD Motion Module'."}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A copy of the model that animates with sound; the input model is left as it was.",)
+    FUNCTION = "apply"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Injects AVSyncD into an SD1.5 model. Sample the result with the AVSync Sampler or the AVSync Guider."
+
+    def apply(self, model, motion_module: tuple[MotionModule, MotionModuleInfo]):
+        motion, _info = motion_module
+        dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+        if motion.mix("conv_in").conv_temp.weight.dtype != dtype:
+            motion = copy.deepcopy(motion).to(dtype)  # the loaded module may feed other models too
+        return (apply_avsync(model, motion),)

@@ -1,0 +1,83 @@
+"""Model folders of the pack, registered with ComfyUI's folder_paths so extra_model_paths.yaml works.
+
+``models/avsyncd`` holds motion modules (our .safetensors) and official AVSyncD checkpoint folders;
+``models/imagebind`` holds imagebind_huge.pth or the compact audio-only file. An official folder also provides
+the ImageBind audio encoder (its ``audio_encoder/``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import folder_paths
+
+from ..avsync_core.errors import CheckpointError
+
+MOTION_FOLDER = "avsyncd"
+IMAGEBIND_FOLDER = "imagebind"
+WEIGHT_EXTENSIONS = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
+OFFICIAL_SUFFIX = " [AVSyncD folder]"
+
+HELP = {
+    MOTION_FOLDER: (
+        "Put an AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder (the one holding "
+        "unet/ and audio_encoder/, e.g. from the lzhangbj/ASVA release) into ComfyUI/models/avsyncd/"
+    ),
+    IMAGEBIND_FOLDER: (
+        "Put Meta's imagebind_huge.pth (or the compact audio-only .safetensors this pack writes) into "
+        "ComfyUI/models/imagebind/, or an official AVSyncD checkpoint folder into ComfyUI/models/avsyncd/"
+    ),
+}
+
+
+def register() -> None:
+    for name in (MOTION_FOLDER, IMAGEBIND_FOLDER):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=True)
+        paths, extensions = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | WEIGHT_EXTENSIONS)
+
+
+def placeholder(folder: str) -> str:
+    return f"(none found: see the tooltip) models/{folder}"
+
+
+def official_folders() -> dict[str, Path]:
+    """Official AVSyncD checkpoint folders (``<name>/unet/config.json``) in every models/avsyncd path."""
+    found: dict[str, Path] = {}
+    for root in folder_paths.get_folder_paths(MOTION_FOLDER):
+        if not os.path.isdir(root):
+            continue
+        for entry in sorted(os.listdir(root)):
+            folder = Path(root, entry)
+            if (folder / "unet" / "config.json").is_file():
+                found.setdefault(entry + OFFICIAL_SUFFIX, folder)
+    return found
+
+
+def _files(folder: str, exclude_under: set[str]) -> list[str]:
+    names = folder_paths.get_filename_list(folder)
+    return [n for n in names if n.replace("\\", "/").split("/")[0] not in exclude_under]
+
+
+def motion_choices() -> list[str]:
+    official = official_folders()
+    skip = {name[: -len(OFFICIAL_SUFFIX)] for name in official}
+    return list(official) + _files(MOTION_FOLDER, skip) or [placeholder(MOTION_FOLDER)]
+
+
+def imagebind_choices() -> list[str]:
+    return _files(IMAGEBIND_FOLDER, set()) + list(official_folders()) or [placeholder(IMAGEBIND_FOLDER)]
+
+
+def resolve(folder: str, choice: str) -> Path:
+    """The file or official folder behind a dropdown entry, or an error that says what to download where."""
+    if choice.startswith("(none found"):
+        raise CheckpointError(f"No model found in models/{folder}. {HELP[folder]}.")
+    official = official_folders()
+    if choice in official:
+        return official[choice]
+    path = folder_paths.get_full_path(folder, choice)
+    if path is None:
+        raise CheckpointError(f"{choice} is not in models/{folder} (anymore?). {HELP[folder]}.")
+    return Path(path)

@@ -1,0 +1,184 @@
+"""AVSyncD inside ComfyUI's own SD1.5 UNet, through ModelPatcher mechanisms only.
+
+- Every convolution gets its ``conv_temp`` and the resnet/output GroupNorms get frame-spanning statistics through
+  object patches with *shadows*: modules that share all their state with the original (weights, LoRA patches,
+  ComfyUI's low-VRAM flags; literally the same ``__dict__``) and differ only in ``forward``. ComfyUI's own
+  ``UNetModel._forward`` and ``ResBlock`` code keep running, so ControlNet and other patches still apply.
+- The transformer additions run as transformer patches: ``attn1_patch`` (keys/values from frame 0),
+  ``middle_patch`` (audio cross-attention, right after attn1's residual) and ``attn2_output_patch`` (temporal
+  attention, after attn2's residual).
+- A DIFFUSION_MODEL wrapper puts the clean first-frame latent into frame 0 and gives each cond/uncond chunk its
+  audio, from the run the AVSync guider places in ``transformer_options``.
+- The motion module rides along as an additional model, so ComfyUI loads, offloads and accounts for it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Iterator
+
+import torch
+from torch import nn
+
+import comfy.model_patcher
+import comfy.patcher_extension
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+from ..avsync_core.errors import AVSyncError, CheckpointError
+from ..avsync_core.folded import FoldedRun
+from ..avsync_core.layers import AudioContext, frame_group_norm
+from ..avsync_core.motion_module import MotionModule
+from ..avsync_core.naming import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
+from ..avsync_core.unet import check_base_fits
+
+KEY = "avsyncd"  # additional-models / wrapper key
+RUN_KEY = "avsync_run"  # where the guider puts the FoldedRun in transformer_options
+
+
+class _Runtime:
+    """What the injected modules need to know about the UNet call in progress."""
+
+    def __init__(self) -> None:
+        self.frames: int | None = None
+        self.audio: AudioContext | None = None
+        self.after_audio: dict[tuple, torch.Tensor] = {}
+
+    @contextmanager
+    def call(self, frames: int, audio: AudioContext) -> Iterator[None]:
+        self.frames, self.audio = frames, audio
+        try:
+            yield
+        finally:
+            self.frames, self.audio = None, None
+            self.after_audio.clear()
+
+
+class _FrameNorm:
+    """GroupNorm mixin: statistics over all frames of a clip, as the official 5-D resnets compute them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return frame_group_norm(super().forward, x, self._avsync.runtime.frames)
+
+
+class _TemporalMix:
+    """Convolution mixin: the convolution, then AVSyncD's first-frame temporal mix (``conv_temp``)."""
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        out = super().forward(*args, **kwargs)
+        return self._avsync.mix(out, self._avsync.runtime.frames)
+
+
+def _shadow(original: nn.Module, mixin: type, **extras: object) -> nn.Module:
+    """A module sharing ``original``'s entire state, whose class adds ``mixin``'s forward."""
+    cls = type(f"AVSync{type(original).__name__}", (mixin, type(original)), {"_avsync": SimpleNamespace(**extras)})
+    shadow = cls.__new__(cls)
+    object.__setattr__(shadow, "__dict__", original.__dict__)
+    return shadow
+
+
+def is_avsync_model(model: comfy.model_patcher.ModelPatcher) -> bool:
+    return bool(model.get_additional_models_with_key(KEY))
+
+
+def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> comfy.model_patcher.ModelPatcher:
+    """A clone of ``model`` with AVSyncD injected; ``model`` itself is left untouched."""
+    _check_model(model, motion)
+    patched = model.clone()
+    runtime = _Runtime()
+    places = unet_module_map(motion.config)
+
+    def module_path(official: str) -> str:
+        return "diffusion_model." + diffusers_to_ldm_key(f"{official}.weight", places)[: -len(".weight")]
+
+    for name in motion.conv_names():
+        path = module_path(name)
+        patched.add_object_patch(path, _shadow(patched.get_model_object(path), _TemporalMix, mix=motion.mix(name), runtime=runtime))
+    resnets = [name for name in places if ".resnets." in name]
+    for name in [f"{r}.{norm}" for r in resnets for norm in ("norm1", "norm2")] + ["conv_norm_out"]:
+        path = module_path(name)
+        patched.add_object_patch(path, _shadow(patched.get_model_object(path), _FrameNorm, runtime=runtime))
+
+    blocks = {}
+    for name in motion.block_names():
+        prefix, index = name.rsplit(".transformer_blocks.", 1)
+        blocks[(places[prefix].block, int(index))] = motion.block(name)
+    patched.set_model_attn1_patch(_first_frame_patch(runtime))
+    patched.set_model_patch(_audio_patch(runtime, blocks), "middle_patch")
+    patched.set_model_attn2_output_patch(_temporal_patch(runtime, blocks))
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime, motion))
+    holder = comfy.model_patcher.ModelPatcher(motion, load_device=model.load_device, offload_device=model.offload_device)
+    patched.set_additional_models(KEY, [holder])
+    return patched
+
+
+def _check_model(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> None:
+    if is_avsync_model(model):
+        raise AVSyncError("AVSyncD is already applied to this model. Connect the checkpoint's MODEL instead.")
+    diffusion_model = model.get_model_object("diffusion_model")
+    if not isinstance(diffusion_model, UNetModel):
+        raise CheckpointError(
+            f"AVSyncD needs a Stable Diffusion 1.5 model, but this MODEL is a {type(model.model).__name__} "
+            f"({type(diffusion_model).__name__}). Load an SD1.5 checkpoint."
+        )
+    check_base_fits(diffusers_config_from_ldm(model.model.model_config.unet_config), motion.config)
+
+
+def _block_key(extra_options: dict) -> tuple:
+    block = extra_options.get("block")
+    return (tuple(block) if block is not None else None, extra_options.get("block_index", 0))
+
+
+def _first_frame_patch(runtime: _Runtime):
+    def attn1_patch(n, context_attn1, value_attn1, extra_options):
+        frames = runtime.frames
+        return n, _frame0(context_attn1, frames), _frame0(value_attn1, frames)
+
+    return attn1_patch
+
+
+def _frame0(t: torch.Tensor, frames: int) -> torch.Tensor:
+    rows = t.shape[0]
+    return t.view(rows // frames, frames, *t.shape[1:])[:, :1].expand(-1, frames, *t.shape[1:]).reshape(t.shape)
+
+
+def _audio_patch(runtime: _Runtime, blocks: dict):
+    def middle_patch(x, extra_options):
+        key = _block_key(extra_options)
+        x = blocks[key].audio_attention(x, runtime.audio)
+        runtime.after_audio[key] = x  # the residual stream the temporal patch continues from
+        return x
+
+    return middle_patch
+
+
+def _temporal_patch(runtime: _Runtime, blocks: dict):
+    def attn2_output_patch(n, extra_options):
+        key = _block_key(extra_options)
+        stream = runtime.after_audio.pop(key) + n
+        return n + blocks[key].temporal_residual(stream, runtime.frames)
+
+    return attn2_output_patch
+
+
+def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
+    def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        run: FoldedRun | None = transformer_options.get(RUN_KEY)
+        if run is None:
+            raise AVSyncError(
+                "This model has AVSyncD applied, so it needs the audio and the first frame: sample it with the "
+                "'AVSync Sampler' node, or with SamplerCustomAdvanced and the 'AVSync Guider'."
+            )
+        x, audio = run.model_input(x, transformer_options.get("cond_or_uncond") or [0])
+        _match_motion(motion, x)
+        with runtime.call(run.frames, audio):
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+    return wrapper
+
+
+def _match_motion(motion: MotionModule, x: torch.Tensor) -> None:
+    """Keep the motion weights on the UNet's device and compute dtype (ComfyUI may change either between runs)."""
+    weight = motion.mix("conv_in").conv_temp.weight
+    if weight.device != x.device or weight.dtype != x.dtype:
+        motion.to(device=x.device, dtype=x.dtype)

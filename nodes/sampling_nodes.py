@@ -1,0 +1,159 @@
+"""Sampling nodes: the AVSync Sampler (all-in-one, long audio), the AVSync Guider and the clip latent for
+SamplerCustomAdvanced."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import nodes as comfy_nodes
+import torch
+
+from ..avsync_core.audio.condition import AudioCondition
+from ..avsync_core.errors import InvalidInputError
+from ..avsync_core.folded import chain_windows, clip_latents
+from .guider import AVSyncGuider
+from .types import AUDIO_CONDITION, CATEGORY
+
+GUIDANCE_INPUTS = {
+    "audio_guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "How strongly the motion follows the audio (eta). 1 or less = off. The paper's best balance is 4; above 8 synchronisation still rises but quality drops."}),
+    "text_guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Text guidance. 1 = off (the paper's setting: audio guidance only, the negative prompt is not used); above 1 adds dual text+audio guidance against the negative prompt."}),
+}
+FIRST_FRAME_INPUTS = {
+    "image": ("IMAGE", {"tooltip": "The first frame (one per video). Encoded with the VAE like core VAE Encode does; needs the vae input."}),
+    "vae": ("VAE", {"tooltip": "The VAE that encodes the image (usually the checkpoint's)."}),
+    "first_latent": ("LATENT", {"tooltip": "Instead of image + VAE: the first frame as a latent, one per video."}),
+}
+
+
+def first_frame_latents(model, image=None, vae=None, first_latent=None) -> torch.Tensor:
+    """The first-frame latents, one row per video, from an IMAGE + VAE or a LATENT."""
+    if first_latent is not None:
+        samples = first_latent["samples"]
+    elif image is not None and vae is not None:
+        samples = comfy_nodes.VAEEncode().encode(vae, image)[0]["samples"]
+    else:
+        raise InvalidInputError("Connect the first frame: an image together with a vae, or a first_latent.")
+    if samples.dim() != 4:
+        raise InvalidInputError(f"first_latent must be an image latent (batch, channels, height, width), got {tuple(samples.shape)}.")
+    return comfy.sample.fix_empty_latent_channels(model, samples)
+
+
+class AVSyncSampler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 model with AVSyncD applied ('Apply AVSyncD')."}),
+                "positive": ("CONDITIONING", {"tooltip": "What the video shows, e.g. the sound's class ('a lion roaring')."}),
+                "negative": ("CONDITIONING", {"tooltip": "Used only when text_guidance is above 1 (usually an empty prompt)."}),
+                "avsync_audio": (AUDIO_CONDITION, {"tooltip": "From 'AVSync Encode Audio'; sets frames per clip and the number of clips."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed; clip k of long audio uses seed + k."}),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Denoising steps per clip (the paper used 50 PNDM steps)."}),
+                **GUIDANCE_INPUTS,
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "Any ComfyUI sampler."}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Any ComfyUI noise schedule."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the schedule to run, as in KSampler."}),
+            },
+            "optional": FIRST_FRAME_INPUTS,
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("All frames of the animation as a batch (video-major); frame 0 is the first frame's latent.",)
+    FUNCTION = "sample"
+    CATEGORY = f"{CATEGORY}/sampling"
+    DESCRIPTION = (
+        "Animates the first frame in time with the audio, clip after clip for long audio (each clip starts at the "
+        "previous clip's last frame)."
+    )
+
+    def sample(self, model, positive, negative, avsync_audio: AudioCondition, seed: int, steps: int, audio_guidance: float,
+               text_guidance: float, sampler_name: str, scheduler: str, denoise: float, image=None, vae=None, first_latent=None):
+        first = first_frame_latents(model, image, vae, first_latent)
+        frames, windows = avsync_audio.frames, avsync_audio.num_windows
+        sampler = comfy.samplers.sampler_object(sampler_name)
+        sigmas = comfy.samplers.KSampler(model, steps, model.load_device, sampler_name, scheduler, denoise, model.model_options).sigmas
+        progress = _progress(model, steps, windows, frames)
+        clips = []
+        for w in range(windows):
+            latent = clip_latents(first, frames)
+            guider = AVSyncGuider(model, avsync_audio, audio_guidance, text_guidance, window=w)
+            guider.set_conds(positive, negative)
+            out = guider.sample(
+                comfy.sample.prepare_noise(latent, seed + w), latent, sampler, sigmas,
+                callback=progress(w), disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed + w,
+            ).to(comfy.model_management.intermediate_device())
+            clips.append(out)
+            first = out.view(-1, frames, *out.shape[1:])[:, -1]
+        return ({"samples": chain_windows(clips, frames)},)
+
+
+def _progress(model, steps: int, windows: int, frames: int):
+    """One progress bar over all clips; previews show a middle frame (frame 0 is just the input image)."""
+    previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+    pbar = comfy.utils.ProgressBar(steps * windows)
+
+    def for_window(window: int):
+        def callback(step, x0, x, total_steps):
+            preview = None
+            if previewer:
+                middle = x0.view(-1, frames, *x0.shape[1:])[:1, frames // 2]
+                preview = previewer.decode_latent_to_preview_image("JPEG", middle)
+            pbar.update_absolute(window * total_steps + step + 1, windows * total_steps, preview)
+
+        return callback
+
+    return for_window
+
+
+class AVSyncGuiderNode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 model with AVSyncD applied ('Apply AVSyncD')."}),
+                "positive": ("CONDITIONING", {"tooltip": "What the video shows, e.g. the sound's class."}),
+                "avsync_audio": (AUDIO_CONDITION, {"tooltip": "From 'AVSync Encode Audio'."}),
+                **GUIDANCE_INPUTS,
+                "window": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "Which clip of long audio this guider renders (0 = the first)."}),
+            },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "Needed only when text_guidance is above 1 (usually an empty prompt)."}),
+            },
+        }
+
+    RETURN_TYPES = ("GUIDER",)
+    OUTPUT_TOOLTIPS = ("A guider for SamplerCustomAdvanced; feed it the latent of 'AVSync Clip Latent'.",)
+    FUNCTION = "get_guider"
+    CATEGORY = f"{CATEGORY}/sampling"
+    DESCRIPTION = "AVSyncD's audio (and optional text) guidance for SamplerCustomAdvanced: any sampler, sigmas and noise."
+
+    def get_guider(self, model, positive, avsync_audio: AudioCondition, audio_guidance: float, text_guidance: float,
+                   window: int, negative=None):
+        guider = AVSyncGuider(model, avsync_audio, audio_guidance, text_guidance, window=window)
+        guider.set_conds(positive, negative)
+        return (guider,)
+
+
+class AVSyncClipLatent:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model the latent is for (gives its latent channels)."}),
+                "avsync_audio": (AUDIO_CONDITION, {"tooltip": "Gives the frames per clip."}),
+            },
+            "optional": FIRST_FRAME_INPUTS,
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("One clip per first frame: frame 0 is the first frame's latent, the other frames are empty.",)
+    FUNCTION = "make"
+    CATEGORY = f"{CATEGORY}/latent"
+    DESCRIPTION = "The starting latent of one clip for SamplerCustomAdvanced with the AVSync Guider."
+
+    def make(self, model, avsync_audio: AudioCondition, image=None, vae=None, first_latent=None):
+        first = first_frame_latents(model, image, vae, first_latent)
+        return ({"samples": clip_latents(first, avsync_audio.frames)},)
