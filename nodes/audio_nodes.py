@@ -30,7 +30,7 @@ class AVSyncLoadAudio:
         files = folder_paths.filter_files_content_types(os.listdir(folder_paths.get_input_directory()), ["audio", "video"])
         return {
             "required": {
-                "audio": (sorted(files), {"audio_upload": True, "tooltip": "An audio file, or a video whose sound track to use, from ComfyUI's input folder (any format FFmpeg reads)."}),
+                "audio": (sorted(files), {"tooltip": "An audio file, or a video whose sound track to use, from ComfyUI's input folder (any format FFmpeg reads). To upload from the browser, use core 'Load Audio' (its AUDIO works with every AVSync node) or drop the file into ComfyUI/input."}),
                 "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": "Where to start in the file, in seconds. Only the requested part is decoded, so long files are cheap."}),
                 "duration_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": "How many seconds to load; 0 loads to the end of the file."}),
             }
@@ -57,7 +57,7 @@ class AVSyncLoadAudio:
         return f"{digest.hexdigest()}:{start_seconds}:{duration_seconds}"
 
     @classmethod
-    def VALIDATE_INPUTS(cls, audio: str, **_):
+    def VALIDATE_INPUTS(cls, audio: str):  # names only `audio`: ComfyUI keeps checking the other inputs' ranges
         if not folder_paths.exists_annotated_filepath(audio):
             return f"Audio file not found in the input folder: {audio}"
         return True
