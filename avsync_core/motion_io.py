@@ -74,7 +74,8 @@ def load_motion_module(
     shapes); SD1.5's 8 heads are assumed otherwise.
     """
     state, info = read_motion_state(path, attention_heads)
-    motion = MotionModule(info.config, zero_init=False)
+    with torch.device("meta"):  # no random init: the loaded tensors are assigned
+        motion = MotionModule(info.config, zero_init=False)
     motion.load_official_state_dict(state, info.source)
     return motion.to(device=device, dtype=dtype).eval(), info
 

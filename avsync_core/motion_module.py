@@ -189,7 +189,7 @@ class MotionModule(nn.Module):
                 + _summarise("wrong shape", [f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}" for k in wrong])
                 + "Use an AVSyncD checkpoint made for a Stable Diffusion 1.5 UNet."
             )
-        self.load_state_dict(state_dict, strict=True)
+        self.load_state_dict(state_dict, strict=True, assign=True)
 
 
 def infer_motion_config(state_dict: Mapping[str, torch.Tensor], attention_heads: tuple[int, ...] | None = None) -> MotionConfig:

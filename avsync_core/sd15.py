@@ -17,7 +17,7 @@ from .checkpoints import WEIGHT_SUFFIXES, find_weights, read_state_dict
 from .errors import CheckpointError
 from .motion_module import MotionConfig, is_motion_key
 from .naming import ldm_to_diffusers_state_dict
-from .unet import base_config_from_official, move_module
+from .unet import base_config_from_official, load_strict, move_module
 
 SD15_UNET_CONFIG: dict = {
     "act_fn": "silu",
@@ -72,9 +72,7 @@ def _from_folder(path: Path) -> UNet2DConditionModel:
     else:
         keep = None
     _check_family(_config_shapes(config), folder)
-    unet = UNet2DConditionModel.from_config(config)
-    _load_strict(unet, read_state_dict(find_weights(folder), keep), folder)
-    return unet
+    return _build(config, read_state_dict(find_weights(folder), keep), folder)
 
 
 def _from_single_file(path: Path, config: dict) -> UNet2DConditionModel:
@@ -82,19 +80,17 @@ def _from_single_file(path: Path, config: dict) -> UNet2DConditionModel:
         raise CheckpointError(f"{path.name} is not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)}).")
     state = read_state_dict(path, lambda k: k.startswith(LDM_UNET_PREFIX) or not k.startswith(("first_stage_model.", "cond_stage_model.", "conditioner.")))
     ldm = {k[len(LDM_UNET_PREFIX):]: v for k, v in state.items() if k.startswith(LDM_UNET_PREFIX)}
-    unet = UNet2DConditionModel.from_config(config)
     if not ldm and "conv_in.weight" in state:  # a bare diffusers-named UNet state dict
         _check_family(_diffusers_shapes(state), path)
-        _load_strict(unet, {k: v for k, v in state.items() if not is_motion_key(k)}, path)
-        return unet
+        return _build(config, {k: v for k, v in state.items() if not is_motion_key(k)}, path)
     if not ldm:
         raise CheckpointError(
             f"{path.name} holds no Stable Diffusion UNet (no {LDM_UNET_PREFIX}* tensors). Use an SD1.5 checkpoint."
         )
     _check_family(_ldm_shapes(ldm), path)
-    converted = ldm_to_diffusers_state_dict(ldm, list(unet.state_dict()), MotionConfig.from_unet_config(config))
-    _load_strict(unet, converted, path)
-    return unet
+    with torch.device("meta"):
+        names = list(UNet2DConditionModel.from_config(config).state_dict())
+    return _build(config, ldm_to_diffusers_state_dict(ldm, names, MotionConfig.from_unet_config(config)), path)
 
 
 def _config_shapes(config: dict) -> dict[str, tuple[int, ...] | None]:
@@ -143,14 +139,8 @@ def _check_family(shapes: dict[str, tuple[int, ...] | None], path: Path) -> None
         )
 
 
-def _load_strict(unet: UNet2DConditionModel, state: dict[str, torch.Tensor], source: Path) -> None:
-    own = unet.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{source} does not hold a complete SD1.5 UNet: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of the wrong shape (e.g. {wrong[:2]})."
-        )
-    unet.load_state_dict(state, strict=True)
+def _build(config: dict, state: dict[str, torch.Tensor], source: Path) -> UNet2DConditionModel:
+    with torch.device("meta"):  # no random init: the loaded tensors are assigned
+        unet = UNet2DConditionModel.from_config(config)
+    load_strict(unet, state, str(source))
+    return unet

@@ -94,10 +94,10 @@ class AVSyncUNet(nn.Module):
         if "audio_cross_attention_dim" not in config:
             raise CheckpointError(f"{folder / 'config.json'} is not an AVSyncD UNet config (no audio_cross_attention_dim).")
         state = read_state_dict(find_weights(folder))
-        base = UNet2DConditionModel.from_config(base_config_from_official(config))
-        motion = MotionModule(MotionConfig.from_unet_config(config))
-        base_state = {k: v for k, v in state.items() if not is_motion_key(k)}
-        _load_base(base, base_state, folder)
+        with torch.device("meta"):  # no random init: the loaded tensors are assigned
+            base = UNet2DConditionModel.from_config(base_config_from_official(config))
+            motion = MotionModule(MotionConfig.from_unet_config(config))
+        load_strict(base, {k: v for k, v in state.items() if not is_motion_key(k)}, str(folder))
         motion.load_official_state_dict({k: v for k, v in state.items() if is_motion_key(k)}, str(folder))
         return move_module(cls(base, motion), device, dtype).eval()
 
@@ -335,10 +335,15 @@ def check_base_fits(base_config: Any, motion_config: MotionConfig) -> None:
         )
 
 
-def _load_base(base: UNet2DConditionModel, state: dict[str, Tensor], source: Path) -> None:
-    result = base.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+def load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Assign the tensors of ``state`` to ``module`` (built on the meta device), or say what does not fit."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
         raise CheckpointError(
-            f"The SD1.5 part of {source} does not fit its config: {len(result.missing_keys)} missing "
-            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})."
+            f"{source} does not hold a complete SD1.5 UNet: {len(missing)} missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of the wrong shape (e.g. {wrong[:2]})."
         )
+    module.load_state_dict(state, strict=True, assign=True)
