@@ -18,6 +18,7 @@ from ..avsync_core.audio import (
     from_comfy_audio,
     to_comfy_audio,
 )
+from ..avsync_core.errors import AudioError
 from . import model_paths
 from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
 
@@ -45,7 +46,13 @@ class AVSyncLoadAudio:
 
     def load(self, audio: str, start_seconds: float, duration_seconds: float):
         path = folder_paths.get_annotated_filepath(audio)
-        wave = decode_audio(path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False)
+        try:
+            wave = decode_audio(path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False)
+        except AudioError as err:
+            raise AudioError(
+                f"The audio input '{audio}' cannot be used: {err} Pick an audio file or a video that has a sound "
+                "track, with start_seconds inside it."
+            ) from None
         return (to_comfy_audio(wave), wave.duration)
 
     @classmethod

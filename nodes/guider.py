@@ -52,7 +52,8 @@ class AVSyncGuider(comfy.samplers.CFGGuider):
         if latent_image.shape[0] % frames:
             raise InvalidInputError(
                 f"The latent holds {latent_image.shape[0]} frames, which is not a whole number of {frames}-frame clips "
-                f"(the audio was encoded for {frames} frames). Use the 'AVSync Video Latent' node to make the latent."
+                f"(the audio was encoded for {frames} frames). Make the latent with the 'AVSync Clip Latent' node from "
+                "the same audio condition."
             )
         clips = latent_image.view(-1, frames, *latent_image.shape[1:])
         first = self.inner_model.process_latent_in(clips[:, 0].to(device))

@@ -43,21 +43,25 @@ def placeholder(folder: str) -> str:
 
 
 def official_folders() -> dict[str, Path]:
-    """Official AVSyncD checkpoint folders (``<name>/unet/config.json``) in every models/avsyncd path."""
+    """Official AVSyncD checkpoint folders (holding ``unet/config.json``) at any depth of every models/avsyncd
+    path, so the release can be dropped in as downloaded (``.../ckpts/checkpoint-37000/modules``)."""
     found: dict[str, Path] = {}
     for root in folder_paths.get_folder_paths(MOTION_FOLDER):
         if not os.path.isdir(root):
             continue
-        for entry in sorted(os.listdir(root)):
-            folder = Path(root, entry)
-            if (folder / "unet" / "config.json").is_file():
-                found.setdefault(entry + OFFICIAL_SUFFIX, folder)
+        for current, dirs, _files in os.walk(root, followlinks=True):
+            dirs.sort()
+            if os.path.isfile(os.path.join(current, "unet", "config.json")):
+                relative = Path(current).relative_to(root).as_posix()
+                name = Path(current).name if relative == "." else relative
+                found.setdefault(name + OFFICIAL_SUFFIX, Path(current))
+                dirs.clear()  # its unet/ and audio_encoder/ are not separate entries
     return found
 
 
 def _files(folder: str, exclude_under: set[str]) -> list[str]:
     names = folder_paths.get_filename_list(folder)
-    return [n for n in names if n.replace("\\", "/").split("/")[0] not in exclude_under]
+    return [n for n in names if not any(n.replace("\\", "/").startswith(prefix + "/") for prefix in exclude_under)]
 
 
 def motion_choices() -> list[str]:

@@ -115,13 +115,17 @@ def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) 
 def _check_model(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> None:
     if is_avsync_model(model):
         raise AVSyncError("AVSyncD is already applied to this model. Connect the checkpoint's MODEL instead.")
+    fix = "Connect the MODEL of a Stable Diffusion 1.5 checkpoint (fine-tunes and LoRAs of SD1.5 work)."
     diffusion_model = model.get_model_object("diffusion_model")
     if not isinstance(diffusion_model, UNetModel):
         raise CheckpointError(
-            f"AVSyncD needs a Stable Diffusion 1.5 model, but this MODEL is a {type(model.model).__name__} "
-            f"({type(diffusion_model).__name__}). Load an SD1.5 checkpoint."
+            f"The model input is a {type(model.model).__name__} model ({type(diffusion_model).__name__}), but AVSyncD "
+            f"needs a Stable Diffusion 1.5 UNet. {fix}"
         )
-    check_base_fits(diffusers_config_from_ldm(model.model.model_config.unet_config), motion.config)
+    try:
+        check_base_fits(diffusers_config_from_ldm(model.model.model_config.unet_config), motion.config)
+    except CheckpointError as err:
+        raise CheckpointError(f"The model input does not fit AVSyncD: {err} {fix}") from None
 
 
 def _block_key(extra_options: dict) -> tuple:
