@@ -102,26 +102,20 @@ def _config_shapes(config: dict) -> dict[str, tuple[int, ...] | None]:
     }
 
 
-def _ldm_shapes(ldm: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...] | None]:
-    def shape(key: str) -> tuple[int, ...] | None:
-        return tuple(ldm[key].shape) if key in ldm else None
+def _shapes(state: dict[str, torch.Tensor], conv_in: str, text_key: str, label: str) -> dict[str, tuple[int, ...] | None]:
+    """The shapes that tell model families apart: input channels, text width, SDXL's label embedding."""
+    names = {"in": conv_in, "text": text_key, "label": label}
+    return {role: tuple(state[key].shape) if key in state else None for role, key in names.items()}
 
-    return {
-        "in": shape("input_blocks.0.0.weight"),
-        "text": shape("input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
-        "label": shape("label_emb.0.0.weight"),
-    }
+
+def _ldm_shapes(ldm: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...] | None]:
+    return _shapes(ldm, "input_blocks.0.0.weight", "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", "label_emb.0.0.weight")
 
 
 def _diffusers_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...] | None]:
-    def shape(key: str) -> tuple[int, ...] | None:
-        return tuple(state[key].shape) if key in state else None
-
-    return {
-        "in": shape("conv_in.weight"),
-        "text": shape("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"),
-        "label": shape("add_embedding.linear_1.weight"),
-    }
+    return _shapes(
+        state, "conv_in.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight", "add_embedding.linear_1.weight"
+    )
 
 
 def _check_family(shapes: dict[str, tuple[int, ...] | None], path: Path) -> None:
