@@ -72,10 +72,12 @@ class FoldedRun:
     def _per_video(self, tokens: Tensor) -> Tensor:
         return tokens.expand(self.videos, *tokens.shape[1:])
 
-    def pin_first_frame(self, latents: Tensor) -> Tensor:
-        """The same latents with frame 0 of every clip replaced by the clean latent (e.g. a denoised estimate)."""
+    def pin_first_frame(self, latents: Tensor, scale: Tensor | None = None) -> Tensor:
+        """The same latents with frame 0 of every clip set to the clean latent divided by ``scale`` (a host's
+        input scaling, so that its model input comes out clean; None for estimates of the clean latent)."""
+        first = self.first_latents if scale is None else self.first_latents / scale
         out = latents.clone()
-        out.view(self.videos, self.frames, *out.shape[1:])[:, 0] = self.first_latents.to(out)
+        out.view(self.videos, self.frames, *out.shape[1:])[:, 0] = first.to(out)
         return out
 
 

@@ -71,6 +71,7 @@ class AVSyncGuider(comfy.samplers.CFGGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         comfy.model_management.throw_exception_if_processing_interrupted()
+        x = self._clean_first_frame(x, timestep)
         conds = [self.conds["positive"] if b.text else self.conds["negative"] for b in self.branches]
         options = comfy.model_patcher.create_model_options_clone(model_options)
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
@@ -83,3 +84,11 @@ class AVSyncGuider(comfy.samplers.CFGGuider):
         else:
             denoised = combine_guidance(out, self.audio_scale, self.text_scale)
         return self.run.pin_first_frame(denoised)
+
+    def _clean_first_frame(self, x, sigma):
+        """Frame 0 of the sampler's x such that the model input is the clean latent, so that everything between the
+        sampler and the UNet (ControlNet hints, model wrappers) already sees it; the model wrapper pins it exactly."""
+        run = self.run
+        sigma = sigma.reshape(-1).expand(x.shape[0]).view(run.videos, run.frames)[:, 0]
+        scale = self.inner_model.model_sampling.calculate_input(sigma, torch.ones_like(run.first_latents))
+        return run.pin_first_frame(x, scale)

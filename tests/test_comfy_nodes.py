@@ -415,6 +415,29 @@ def test_unet_sees_the_clean_first_frame_and_the_output_keeps_it(tiny, motion, a
         assert not torch.equal(frames[0, 1], frames[0, 2]), "the other frames are noisy and different"
 
 
+def test_nodes_between_sampler_and_unet_see_the_clean_first_frame(tiny, motion, audio, first, text):
+    """ControlNet and model wrappers act on the sampler's input before the UNet; frame 0 is clean there too."""
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
+
+    patched = apply(tiny.base.clone(), motion)
+    model_sampling = patched.get_model_object("model_sampling")
+    seen = []
+
+    def unet_function_wrapper(apply_model, args):
+        model_input = model_sampling.calculate_input(args["timestep"], args["input"])
+        seen.append(model_input.view(-1, FRAMES, *model_input.shape[1:])[:, 0].clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    patched.set_model_unet_function_wrapper(unet_function_wrapper)
+    with torch.inference_mode():
+        AVSyncSampler().sample(patched, text.positive, text.negative, audio, 0, STEPS, 4.0, 1.0, "euler", "normal", 1.0,
+                               first_latent=first)
+    clean = tiny.base.model.process_latent_in(first["samples"])
+    assert len(seen) == STEPS
+    for frame0 in seen:
+        torch.testing.assert_close(frame0, clean.expand_as(frame0), rtol=1e-6, atol=1e-6)
+
+
 def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text):
     import comfy.sample
     import comfy.samplers
