@@ -268,11 +268,11 @@ def _repeated_mp3(path: Path, unit_seconds: float, repeats: int) -> tuple[Path, 
     return path, span / rate
 
 
-class _CountingContainer:
-    """Wraps a PyAV container to count what decode_audio demuxes."""
+class _ContainerProxy:
+    """A PyAV container stand-in that delegates everything it does not override to the real one."""
 
-    def __init__(self, inner, counts):
-        self._inner, self._counts = inner, counts
+    def __init__(self, inner):
+        self._inner = inner
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -282,6 +282,14 @@ class _CountingContainer:
 
     def __exit__(self, *exc):
         return self._inner.__exit__(*exc)
+
+
+class _CountingContainer(_ContainerProxy):
+    """Wraps a PyAV container to count what decode_audio demuxes."""
+
+    def __init__(self, inner, counts):
+        super().__init__(inner)
+        self._counts = counts
 
     def demux(self, *args, **kwargs):
         for packet in self._inner.demux(*args, **kwargs):
@@ -466,7 +474,7 @@ def test_damaged_bytes_in_the_middle_keep_the_timeline(tmp_path):
     assert len(clicks) == len(CLICKS) and np.max(np.abs(np.array(clicks) - CLICKS)) <= HOP
 
 
-class _WithoutDurations:
+class _WithoutDurations(_ContainerProxy):
     """A container as FFmpeg reports a stream it cannot estimate the length of (no durations at all)."""
 
     class _Stream:
@@ -479,18 +487,9 @@ class _WithoutDurations:
             return getattr(self._inner, name)
 
     def __init__(self, inner):
-        self._inner = inner
+        super().__init__(inner)
         self.duration = None
         self.streams = type("Streams", (), {"audio": [self._Stream(s) for s in inner.streams.audio]})()
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self._inner.__exit__(*exc)
 
     def demux(self, stream):
         return self._inner.demux(stream._inner)
