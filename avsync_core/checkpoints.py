@@ -62,6 +62,15 @@ def find_weights(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:
     )
 
 
+def model_subfolder(path: Path, name: str) -> Path | None:
+    """``path/name`` or ``path`` itself, whichever holds a diffusers ``config.json``: users point at a model root
+    (``unet/``, ``vae/``, ... inside) as often as at the part's own folder."""
+    for folder in (path / name, path):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
 def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
     path = Path(path)

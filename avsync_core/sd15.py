@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
-from .checkpoints import WEIGHT_SUFFIXES, find_weights, read_state_dict
+from .checkpoints import WEIGHT_SUFFIXES, find_weights, model_subfolder, read_state_dict
 from .errors import CheckpointError
 from .motion_module import MotionConfig, is_motion_key
 from .naming import ldm_to_diffusers_state_dict
@@ -59,13 +59,12 @@ def load_sd15_unet(
 
 
 def _from_folder(path: Path) -> UNet2DConditionModel:
-    folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
-    config_file = folder / "config.json"
-    if not config_file.is_file():
+    folder = model_subfolder(path, "unet")
+    if folder is None:
         raise CheckpointError(
             f"{path} is not a diffusers model folder: expected unet/config.json (or config.json) beside the UNet weights."
         )
-    config = json.loads(config_file.read_text())
+    config = json.loads((folder / "config.json").read_text())
     if "audio_cross_attention_dim" in config:  # an official AVSyncD UNet: its SD1.5 part is the base
         config = base_config_from_official(config)
         keep = lambda k: not is_motion_key(k)  # noqa: E731

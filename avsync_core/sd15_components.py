@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from .checkpoints import WEIGHT_SUFFIXES, find_weights, read_state_dict
+from .checkpoints import WEIGHT_SUFFIXES, find_weights, model_subfolder, read_state_dict
 from .errors import CheckpointError
 from .unet import move_module
 
@@ -202,9 +202,9 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def _subfolder(path: Path, name: str, what: str) -> Path:
-    for folder in (path / name, path):
-        if (folder / "config.json").is_file():
-            return folder
+    folder = model_subfolder(path, name)
+    if folder is not None:
+        return folder
     hint = " AVSyncD checkpoints hold only unet/ and audio_encoder/; point to the SD1.5 model." if (path / "audio_encoder").is_dir() else ""
     raise CheckpointError(f"{path} holds no {what}: expected {name}/config.json in a diffusers SD1.5 folder.{hint}")
 

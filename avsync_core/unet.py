@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from .checkpoints import find_weights, read_state_dict
+from .checkpoints import find_weights, model_subfolder, read_state_dict
 from .errors import CheckpointError, InvalidInputError
 from .layers import AudioContext, first_frame_attention, first_frame_resnet, frame_group_norm
 from .motion_module import MotionConfig, MotionModule, is_motion_key
@@ -55,10 +55,9 @@ def _block_2d(block_type: str) -> str:
 
 def resolve_official_unet_folder(path: str | os.PathLike) -> Path:
     """An official checkpoint root (with ``unet/``) or the ``unet/`` folder itself."""
-    path = Path(path)
-    for folder in (path / "unet", path):
-        if (folder / "config.json").is_file():
-            return folder
+    folder = model_subfolder(Path(path), "unet")
+    if folder is not None:
+        return folder
     raise CheckpointError(
         f"{path} is not an AVSyncD checkpoint folder: expected unet/config.json (or config.json) with the UNet weights."
     )

@@ -31,9 +31,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from ..checkpoints import write_safetensors_atomic
 from ..errors import CheckpointError, InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -405,20 +405,14 @@ class ImageBindAudioEncoder(nn.Module):
 
     def save_safetensors(self, path: str | os.PathLike) -> None:
         """Write the compact audio-only file (config in its metadata); atomic, so a crash never leaves half a file."""
-        p = Path(os.fspath(path))
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
+        # Cloned: weights memory-mapped from one .pth share a storage, which safetensors refuses to write.
+        tensors = {k: v.detach().to("cpu").clone() for k, v in self.state_dict().items()}
         metadata = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "config": json.dumps(self.config.to_dict()),
         }
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, p)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_safetensors_atomic(Path(os.fspath(path)), tensors, metadata)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
