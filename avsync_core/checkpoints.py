@@ -43,14 +43,6 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
 
 
-def safetensors_keys(path: str | os.PathLike) -> list[str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
-
-
 def find_weights(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:
     """The weights of a diffusers model folder: safetensors preferred, then .bin, each possibly sharded."""
     for name in (f"{stem}.safetensors", f"{stem}.safetensors.index.json", f"{stem}.bin", f"{stem}.bin.index.json"):

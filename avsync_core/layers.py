@@ -243,8 +243,9 @@ def first_frame_resnet(
 ) -> Tensor:
     """An SD resnet block with AVSyncD's frame-spanning norms and temporal mixing after each convolution.
 
-    The host's own submodules are passed in, so diffusers' and ComfyUI's resnets share this one definition.
-    ``emb_out`` is the already projected timestep embedding, ``(n, C)``.
+    The host's submodules are passed in (diffusers' ``ResnetBlock2D`` parts for ``AVSyncUNet``; ComfyUI keeps its own
+    ``ResBlock`` code and gets the same result from shadowed norms and convolutions). ``emb_out`` is the already
+    projected timestep embedding, ``(n, C)``.
     """
     h = act(frame_group_norm(norm1, x, frames))
     h = mix1(conv1(h), frames)
