@@ -3,7 +3,7 @@
 from . import model_paths
 from .audio_nodes import AVSyncEncodeAudio, AVSyncImageBindLoader, AVSyncLoadAudio
 from .model_nodes import AVSyncApplyMotionModule, AVSyncMotionModuleLoader
-from .sampling_nodes import AVSyncClipLatent, AVSyncGuiderNode, AVSyncSampler
+from .sampling_nodes import AVSyncClipLatent, AVSyncGuider, AVSyncSampler
 
 model_paths.register()
 
@@ -14,7 +14,7 @@ NODE_CLASS_MAPPINGS = {
     "AVSyncMotionModuleLoader": AVSyncMotionModuleLoader,
     "AVSyncApplyMotionModule": AVSyncApplyMotionModule,
     "AVSyncSampler": AVSyncSampler,
-    "AVSyncGuider": AVSyncGuiderNode,
+    "AVSyncGuider": AVSyncGuider,
     "AVSyncClipLatent": AVSyncClipLatent,
 }
 

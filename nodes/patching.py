@@ -25,15 +25,15 @@ import comfy.model_patcher
 import comfy.patcher_extension
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+from ..avsync_core.additions import AudioContext, frame_group_norm
 from ..avsync_core.errors import AVSyncError, CheckpointError
-from ..avsync_core.folded import FoldedRun
-from ..avsync_core.layers import AudioContext, frame_group_norm
 from ..avsync_core.motion_module import MotionModule
-from ..avsync_core.naming import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
-from ..avsync_core.unet import check_base_fits
+from ..avsync_core.sampling.run import SamplingRun
+from ..avsync_core.sd15.family import check_base_fits
+from ..avsync_core.unet_layout import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
 
 KEY = "avsyncd"  # additional-models / wrapper key
-RUN_KEY = "avsync_run"  # where the guider puts the FoldedRun in transformer_options
+RUN_KEY = "avsync_run"  # where the guider puts the SamplingRun in transformer_options
 
 
 class _Runtime:
@@ -167,7 +167,7 @@ def _temporal_patch(runtime: _Runtime, blocks: dict):
 
 def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        run: FoldedRun | None = transformer_options.get(RUN_KEY)
+        run: SamplingRun | None = transformer_options.get(RUN_KEY)
         if run is None:
             raise AVSyncError(
                 "This model has AVSyncD applied, so it needs the audio and the first frame: sample it with the "

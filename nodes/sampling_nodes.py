@@ -13,8 +13,8 @@ import torch
 
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import InvalidInputError
-from ..avsync_core.folded import chain_windows, clip_latents
-from .guider import AVSyncGuider
+from ..avsync_core.sampling.run import chain_windows, clip_latents
+from .guider import AVSyncCFGGuider
 from .types import AUDIO_CONDITION, CATEGORY
 
 GUIDANCE_INPUTS = {
@@ -79,7 +79,7 @@ class AVSyncSampler:
         clips = []
         for w in range(windows):
             latent = clip_latents(first, frames)
-            guider = AVSyncGuider(model, avsync_audio, audio_guidance, text_guidance, window=w)
+            guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance, window=w)
             guider.set_conds(positive, negative)
             out = guider.sample(
                 comfy.sample.prepare_noise(latent, seed + w), latent, sampler, sigmas,
@@ -108,7 +108,7 @@ def _progress(model, steps: int, windows: int, frames: int):
     return for_window
 
 
-class AVSyncGuiderNode:
+class AVSyncGuider:
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -132,7 +132,7 @@ class AVSyncGuiderNode:
 
     def get_guider(self, model, positive, avsync_audio: AudioCondition, audio_guidance: float, text_guidance: float,
                    window: int, negative=None):
-        guider = AVSyncGuider(model, avsync_audio, audio_guidance, text_guidance, window=window)
+        guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance, window=window)
         guider.set_conds(positive, negative)
         return (guider,)
 

@@ -188,10 +188,10 @@ def run_plain(model, text, seed: int = 1) -> torch.Tensor:
 
 def run_avsync(model, audio, first, text, audio_guidance=4.0, text_guidance=1.0, seed=2, window=0) -> torch.Tensor:
     """AVSync Guider + AVSync Clip Latent + core SamplerCustomAdvanced."""
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuiderNode
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
 
     with torch.inference_mode():
-        guider = AVSyncGuiderNode().get_guider(model, text.positive, audio, audio_guidance, text_guidance, window, text.negative)[0]
+        guider = AVSyncGuider().get_guider(model, text.positive, audio, audio_guidance, text_guidance, window, text.negative)[0]
         latent = AVSyncClipLatent().make(model, audio, first_latent=first)[0]
     return sample_custom(model, guider, latent, seed)
 
@@ -441,8 +441,8 @@ def test_nodes_between_sampler_and_unet_see_the_clean_first_frame(tiny, motion, 
 def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text):
     import comfy.sample
     import comfy.samplers
-    from comfyui_avsync.avsync_core.folded import clip_latents
-    from comfyui_avsync.nodes.guider import AVSyncGuider
+    from comfyui_avsync.avsync_core.sampling.run import clip_latents
+    from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
     long_audio = encode(encoder, seconds=1.2, max_windows=0)
@@ -458,7 +458,7 @@ def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text
 
     def window(index, start, audio_window=None):
         latent = clip_latents(start, FRAMES)
-        guider = AVSyncGuider(patched, long_audio, 4.0, 1.0, window=index if audio_window is None else audio_window)
+        guider = AVSyncCFGGuider(patched, long_audio, 4.0, 1.0, window=index if audio_window is None else audio_window)
         guider.set_conds(text.positive, text.negative)
         with torch.inference_mode():
             return guider.sample(comfy.sample.prepare_noise(latent, seed + index), latent,
@@ -593,13 +593,13 @@ def test_motion_module_on_a_non_sd15_model_names_the_input_and_the_fix(pack, mot
 
 def test_latent_whose_frames_do_not_fit_the_audio_is_refused(tiny, motion, encoder, audio, first, text):
     from comfyui_avsync.avsync_core.errors import InvalidInputError
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuiderNode
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
 
     patched = apply(tiny.base.clone(), motion)
     six_frame_audio = encode(encoder, frames=6)
     with torch.inference_mode():
         latent = AVSyncClipLatent().make(patched, six_frame_audio, first_latent=first)[0]
-        guider = AVSyncGuiderNode().get_guider(patched, text.positive, audio, 4.0, 1.0, 0, text.negative)[0]
+        guider = AVSyncGuider().get_guider(patched, text.positive, audio, 4.0, 1.0, 0, text.negative)[0]
     with pytest.raises(InvalidInputError) as error:
         sample_custom(patched, guider, latent)
     message = str(error.value)
@@ -664,7 +664,7 @@ def test_negative_guidance_is_refused_by_comfy_validation_and_by_the_guider(tiny
     import execution
     import nodes as comfy_nodes
     from comfyui_avsync.avsync_core.errors import InvalidInputError
-    from comfyui_avsync.nodes.guider import AVSyncGuider
+    from comfyui_avsync.nodes.guider import AVSyncCFGGuider
 
     for node_id in ("AVSyncGuider", "AVSyncSampler"):
         monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, node_id, pack.NODE_CLASS_MAPPINGS[node_id])
@@ -678,7 +678,7 @@ def test_negative_guidance_is_refused_by_comfy_validation_and_by_the_guider(tiny
     patched = apply(tiny.base.clone(), motion)
     for kwargs, name in (({"audio_scale": -1.0}, "audio guidance"), ({"text_scale": -0.5}, "text guidance")):
         with pytest.raises(InvalidInputError, match=f"{name} must be 0 or more"):
-            AVSyncGuider(patched, audio, **kwargs)
+            AVSyncCFGGuider(patched, audio, **kwargs)
 
 
 def test_image_not_a_multiple_of_8_is_cropped_like_core_vae_encode(tiny, motion, audio, text, vae):
@@ -705,10 +705,10 @@ def test_applying_twice_is_refused(tiny, motion):
 
 def test_avsync_guider_on_a_plain_model_is_refused(tiny, audio, text):
     from comfyui_avsync.avsync_core.errors import AVSyncError
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuiderNode
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuider
 
     with pytest.raises(AVSyncError, match="needs a MODEL with AVSyncD applied.*'Apply AVSyncD'"):
-        AVSyncGuiderNode().get_guider(tiny.base.clone(), text.positive, audio, 4.0, 1.0, 0, text.negative)
+        AVSyncGuider().get_guider(tiny.base.clone(), text.positive, audio, 4.0, 1.0, 0, text.negative)
 
 
 def test_plain_ksampler_on_the_patched_model_says_which_sampler_to_use(tiny, motion, text):

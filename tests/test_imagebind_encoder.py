@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder, null_melspectrogram
-from avsync_core.audio.imagebind import main as convert_main
+from avsync_core.audio.imagebind.__main__ import main as convert_main
 from avsync_core.errors import CheckpointError, InvalidInputError
 from conftest import REPO_ROOT, assert_close_rel, golden_dir, load_golden, load_golden_json
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from avsync_core.audio.decode import Waveform, decode_audio
+from avsync_core.audio import Waveform, decode_audio
 from avsync_core.errors import AVSyncError, InvalidInputError
 from avsync_core.train.data import (
     AVClipDataset,

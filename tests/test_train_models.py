@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from avsync_core.errors import CheckpointError
 from avsync_core.motion_io import save_motion_module
-from avsync_core.sd15_components import (
+from avsync_core.sd15.components import (
     SD15_VAE_CONFIG,
     load_text_encoder,
     load_tokenizer,

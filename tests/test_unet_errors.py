@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from avsync_core import CheckpointError, InvalidInputError
-from avsync_core.sd15 import SD15_UNET_CONFIG
+from avsync_core.sd15.family import check_base_fits
+from avsync_core.sd15.unet import SD15_UNET_CONFIG
 from avsync_core.motion_module import MotionConfig
-from avsync_core.unet import AVSyncUNet, check_base_fits
+from avsync_core.unet import AVSyncUNet
 from conftest import load_golden
 
 

@@ -17,7 +17,7 @@ from typing import Any, Union
 import yaml
 
 from ..errors import InvalidInputError
-from ..sampling import SCHEDULERS
+from ..sampling.schedulers import SCHEDULERS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "warmup", "cosine")

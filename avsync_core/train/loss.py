@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
-from ..sampling import make_scheduler
+from ..sampling.schedulers import make_scheduler
 
 Tensor = torch.Tensor
 

@@ -24,8 +24,9 @@ from ..checkpoints import read_state_dict
 from ..errors import CheckpointError
 from ..motion_io import load_motion_module
 from ..motion_module import MotionConfig, MotionModule
-from ..sd15 import SD15_UNET_CONFIG, load_sd15_unet
-from ..sd15_components import (
+from ..sd15 import move_module
+from ..sd15.unet import SD15_UNET_CONFIG, load_sd15_unet
+from ..sd15.components import (
     SD15_TEXT_ENCODER_CONFIG,
     SD15_VAE_CONFIG,
     encode_prompts,
@@ -33,7 +34,7 @@ from ..sd15_components import (
     load_tokenizer,
     load_vae,
 )
-from ..unet import AVSyncUNet, move_module
+from ..unet import AVSyncUNet
 from .config import ModelConfig
 
 # Tiny SD1.5-shaped models (the layout of the golden unet_tiny_c, which ComfyUI's own UNet also accepts).

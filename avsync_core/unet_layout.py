@@ -1,4 +1,4 @@
-"""Where each official (diffusers-named) UNet module sits in the original LDM layout.
+"""The official (diffusers-named) UNet <-> LDM layout map: where each official module sits in the LDM UNet.
 
 The LDM layout is the one of single-file SD1.5 checkpoints (``model.diffusion_model.*``) and of ComfyUI's own
 ``UNetModel``. One table serves both: converting single-file checkpoints, and finding the ComfyUI module that
