@@ -129,11 +129,15 @@ def load_strict(
             for label, items in (("Missing", missing), ("Unexpected", unexpected), ("With the wrong shape", wrong))
             if items
         ]
-        raise CheckpointError(f"{source} does not hold {what}. " + ". ".join(problems) + "." + (f" {hint}" if hint else ""))
+        raise CheckpointError(
+            f"{source} does not hold {what}. " + ". ".join(problems) + "." + (f" {hint}" if hint else "")
+        )
     module.load_state_dict({k: state[k] for k in own}, strict=True, assign=assign)
 
 
-def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def write_safetensors_atomic(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

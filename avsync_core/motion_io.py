@@ -94,7 +94,8 @@ def read_motion_state(
         return _read_official_folder(path)
     if path.suffix not in WEIGHT_SUFFIXES:
         raise CheckpointError(
-            f"{path.name} is not an AVSyncD motion module: expected a .safetensors file or an official checkpoint folder."
+            f"{path.name} is not an AVSyncD motion module: expected a .safetensors file or an official checkpoint "
+            "folder."
         )
     metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
     if metadata.get("format") == FORMAT:
@@ -135,5 +136,11 @@ def _read_official_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionMo
 def extract_motion_module(official: str | os.PathLike, out: str | os.PathLike) -> MotionModuleInfo:
     """Write the trained part of an official checkpoint as one of our files (about a quarter of the size)."""
     motion, info = load_motion_module(official)
-    save_motion_module(out, motion, frames=info.frames, fps=info.fps, extra_metadata={"source": f"official AVSyncD: {Path(official).name}"})
+    save_motion_module(
+        out,
+        motion,
+        frames=info.frames,
+        fps=info.fps,
+        extra_metadata={"source": f"official AVSyncD: {Path(official).name}"},
+    )
     return info

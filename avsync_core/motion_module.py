@@ -1,7 +1,8 @@
 """The trained part of AVSyncD (the "motion module"), laid out under the official parameter names.
 
 The module tree mirrors the official 3D UNet, so ``state_dict()`` keys are exactly the official ones
-(``down_blocks.0.resnets.0.conv1.conv_temp.weight``, ``mid_block.attentions.0.transformer_blocks.0.attn_audio.to_k.weight``,
+(``down_blocks.0.resnets.0.conv1.conv_temp.weight``,
+``mid_block.attentions.0.transformer_blocks.0.attn_audio.to_k.weight``,
 ...). Official checkpoints and the files this project writes are therefore interchangeable.
 """
 
@@ -179,12 +180,17 @@ class MotionModule(nn.Module):
     def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> None:
         """Strict load (tensors assigned, so a module built on the meta device gets them without a copy)."""
         load_strict(
-            self, state_dict, source, f"AVSyncD weights for a UNet with {self.config.describe()}",
+            self,
+            state_dict,
+            source,
+            f"AVSyncD weights for a UNet with {self.config.describe()}",
             hint="Use an AVSyncD checkpoint made for a Stable Diffusion 1.5 UNet.",
         )
 
 
-def infer_motion_config(state_dict: Mapping[str, torch.Tensor], attention_heads: tuple[int, ...] | None = None) -> MotionConfig:
+def infer_motion_config(
+    state_dict: Mapping[str, torch.Tensor], attention_heads: tuple[int, ...] | None = None
+) -> MotionConfig:
     """Recover the layout from parameter shapes; head counts are not visible in shapes, so they come from outside."""
     if "conv_in.conv_temp.weight" not in state_dict:
         raise CheckpointError("No AVSyncD weights found (conv_in.conv_temp.weight is missing).")
@@ -195,7 +201,8 @@ def infer_motion_config(state_dict: Mapping[str, torch.Tensor], attention_heads:
     while f"down_blocks.0.resnets.{layers}.conv1.conv_temp.weight" in state_dict:
         layers += 1
     down_attention = tuple(
-        f"down_blocks.{i}.attentions.0.transformer_blocks.0.attn_audio.to_k.weight" in state_dict for i in range(len(channels))
+        f"down_blocks.{i}.attentions.0.transformer_blocks.0.attn_audio.to_k.weight" in state_dict
+        for i in range(len(channels))
     )
     depth = 0
     while any(k.startswith(f"mid_block.attentions.0.transformer_blocks.{depth}.") for k in state_dict):

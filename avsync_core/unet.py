@@ -60,12 +60,16 @@ class AVSyncUNet(nn.Module):
         with torch.device("meta"):  # no random init: the loaded tensors are assigned
             base = UNet2DConditionModel.from_config(base_config_from_official(config))
             motion = MotionModule(MotionConfig.from_unet_config(config))
-        load_strict(base, {k: v for k, v in state.items() if not is_motion_key(k)}, str(folder), "a complete SD1.5 UNet")
+        load_strict(
+            base, {k: v for k, v in state.items() if not is_motion_key(k)}, str(folder), "a complete SD1.5 UNet"
+        )
         motion.load_official_state_dict({k: v for k, v in state.items() if is_motion_key(k)}, str(folder))
         return move_module(cls(base, motion), device, dtype).eval()
 
     @classmethod
-    def from_base(cls, base: UNet2DConditionModel, motion: MotionModule | None = None, audio_dim: int = 768) -> "AVSyncUNet":
+    def from_base(
+        cls, base: UNet2DConditionModel, motion: MotionModule | None = None, audio_dim: int = 768
+    ) -> "AVSyncUNet":
         """Wrap an SD1.5 base; a fresh, zero-initialised motion module (for audio tokens of width ``audio_dim``,
         ImageBind-huge's 768 by default) is made when none is given."""
         if motion is None:
@@ -97,7 +101,9 @@ class AVSyncUNet(nn.Module):
         ``encoder_hidden_states`` is ``(b, f, n, d)`` or ``(b, n, d)``; ``audio_encoder_hidden_states`` is
         ``(b, f, L, D)`` or ``(b, L, D)``; ``audio_attention_mask`` is ``(b, f, L)`` bool, True = attend.
         """
-        sample, context, audio, frames = self._prepare(sample, encoder_hidden_states, audio_encoder_hidden_states, audio_attention_mask)
+        sample, context, audio, frames = self._prepare(
+            sample, encoder_hidden_states, audio_encoder_hidden_states, audio_attention_mask
+        )
         b, _, _, h, w = sample.shape
         x = rearrange(sample, "b c f h w -> (b f) c h w")
         call = _Call(frames, self._time_embedding(timestep, b, frames), context, audio)
@@ -154,21 +160,24 @@ class AVSyncUNet(nn.Module):
         has_shortcut = resnet.conv_shortcut is not None
 
         def run(x: Tensor, emb: Tensor) -> Tensor:
-            return first_frame_resnet(
-                x,
-                resnet.time_emb_proj(resnet.nonlinearity(emb)),
-                call.frames,
-                norm1=resnet.norm1,
-                act=resnet.nonlinearity,
-                conv1=resnet.conv1,
-                mix1=motion.mix(f"{name}.conv1"),
-                norm2=resnet.norm2,
-                dropout=resnet.dropout,
-                conv2=resnet.conv2,
-                mix2=motion.mix(f"{name}.conv2"),
-                shortcut=resnet.conv_shortcut,
-                mix_shortcut=motion.mix(f"{name}.conv_shortcut") if has_shortcut else None,
-            ) / resnet.output_scale_factor
+            return (
+                first_frame_resnet(
+                    x,
+                    resnet.time_emb_proj(resnet.nonlinearity(emb)),
+                    call.frames,
+                    norm1=resnet.norm1,
+                    act=resnet.nonlinearity,
+                    conv1=resnet.conv1,
+                    mix1=motion.mix(f"{name}.conv1"),
+                    norm2=resnet.norm2,
+                    dropout=resnet.dropout,
+                    conv2=resnet.conv2,
+                    mix2=motion.mix(f"{name}.conv2"),
+                    shortcut=resnet.conv_shortcut,
+                    mix_shortcut=motion.mix(f"{name}.conv_shortcut") if has_shortcut else None,
+                )
+                / resnet.output_scale_factor
+            )
 
         return self._maybe_checkpoint(run, x, call.emb)
 
@@ -212,10 +221,14 @@ class AVSyncUNet(nn.Module):
         """Validate shapes and dtypes with errors a user can act on, and lay the inputs out per frame."""
         _require_tensor("sample", sample, floating=True)
         if sample.dim() != 5:
-            raise InvalidInputError(f"sample must be (batch, channels, frames, height, width), got shape {tuple(sample.shape)}.")
+            raise InvalidInputError(
+                f"sample must be (batch, channels, frames, height, width), got shape {tuple(sample.shape)}."
+            )
         b, c, frames = sample.shape[:3]
         if c != self.base.config.in_channels:
-            raise InvalidInputError(f"sample has {c} channels; this UNet takes {self.base.config.in_channels} latent channels.")
+            raise InvalidInputError(
+                f"sample has {c} channels; this UNet takes {self.base.config.in_channels} latent channels."
+            )
         if frames < 2:
             raise InvalidInputError(f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {frames}.")
         dtype, device = self.dtype, self.device
@@ -224,7 +237,8 @@ class AVSyncUNet(nn.Module):
         context = _per_frame("encoder_hidden_states", context, b, frames)
         if context.shape[-1] != self.base.config.cross_attention_dim:
             raise InvalidInputError(
-                f"encoder_hidden_states has width {context.shape[-1]}; this UNet takes {self.base.config.cross_attention_dim} "
+                f"encoder_hidden_states has width {context.shape[-1]}; this UNet takes "
+                f"{self.base.config.cross_attention_dim} "
                 "(SD1.5 CLIP text encodings are 768 wide)."
             )
         context = context.reshape(b * frames, *context.shape[2:]).to(device=device, dtype=dtype)
@@ -243,13 +257,20 @@ class AVSyncUNet(nn.Module):
         if mask is not None:
             _require_tensor("audio_attention_mask", mask)
             if mask.dtype != torch.bool:
-                raise InvalidInputError(f"audio_attention_mask must be a bool tensor (True = attend), got {mask.dtype}.")
+                raise InvalidInputError(
+                    f"audio_attention_mask must be a bool tensor (True = attend), got {mask.dtype}."
+                )
             if mask.shape != (b, frames, audio.shape[-2]):
                 raise InvalidInputError(
                     f"audio_attention_mask must be ({b}, {frames}, {audio.shape[-2]}), got {tuple(mask.shape)}."
                 )
             mask = mask.to(device)
-        return sample.to(device=device, dtype=dtype), context, AudioContext(audio, frames, mask, self._gather_index(mask)), frames
+        return (
+            sample.to(device=device, dtype=dtype),
+            context,
+            AudioContext(audio, frames, mask, self._gather_index(mask)),
+            frames,
+        )
 
     def _gather_index(self, mask: Tensor | None) -> Tensor | None:
         """The mask's gather index, computed once per mask: samplers pass the same mask at every step, and the

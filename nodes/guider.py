@@ -31,7 +31,9 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         window: int = 0,
     ) -> None:
         if not is_avsync_model(model):
-            raise AVSyncError("The AVSync guider needs a MODEL with AVSyncD applied (use the 'Apply AVSyncD' node first).")
+            raise AVSyncError(
+                "The AVSync guider needs a MODEL with AVSyncD applied (use the 'Apply AVSyncD' node first)."
+            )
         audio.check_window(window)
         super().__init__(model)
         self.branches = guidance_branches(audio_scale, text_scale)
@@ -58,22 +60,35 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             )
         first = latent_image.view(-1, frames, *latent_image.shape[1:])[:, 0]
         self.run = SamplingRun.for_window(
-            self.audio, self.window, self.inner_model.process_latent_in(first.to(device)), [b.audio for b in self.branches]
+            self.audio,
+            self.window,
+            self.inner_model.process_latent_in(first.to(device)),
+            [b.audio for b in self.branches],
         )
-        samples = super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        samples = super().inner_sample(
+            noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed
+        )
         return self.run.pin_result(samples, latent_image)
 
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
+    def predict_noise(self, x, timestep, model_options=None, seed=None):
         comfy.model_management.throw_exception_if_processing_interrupted()
         x = self._clean_first_frame(x, timestep)
         conds = [self.conds["positive"] if b.text else self.conds["negative"] for b in self.branches]
-        options = comfy.model_patcher.create_model_options_clone(model_options)
+        options = comfy.model_patcher.create_model_options_clone(model_options or {})
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
         if len(out) == 2:  # single guidance: ComfyUI's own CFG step, so CFG-modifying nodes still apply
             scale = self.audio_scale if self.branches[0].text else self.text_scale
             denoised = comfy.samplers.cfg_function(
-                self.inner_model, out[1], out[0], scale, x, timestep, model_options=options, cond=conds[1], uncond=conds[0]
+                self.inner_model,
+                out[1],
+                out[0],
+                scale,
+                x,
+                timestep,
+                model_options=options,
+                cond=conds[1],
+                uncond=conds[0],
             )
         else:
             denoised = combine_guidance(out, self.audio_scale, self.text_scale)
@@ -83,4 +98,6 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         """The host's input scaling at each clip's sigma, handed to the run's first-frame rule."""
         run = self.run
         sigma = sigma.reshape(-1).expand(x.shape[0]).view(run.videos, run.frames)[:, 0]
-        return run.pin_input(x, self.inner_model.model_sampling.calculate_input(sigma, torch.ones_like(run.first_latents)))
+        return run.pin_input(
+            x, self.inner_model.model_sampling.calculate_input(sigma, torch.ones_like(run.first_latents))
+        )

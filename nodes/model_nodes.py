@@ -10,13 +10,25 @@ from . import model_paths
 from .patching import apply_avsync
 from .types import CATEGORY, MOTION_MODULE
 
+MOTION_LOADER_TOOLTIPS = {
+    "motion_module": (
+        "An AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder in models/avsyncd. "
+        + model_paths.HELP[model_paths.MOTION_FOLDER]
+        + "."
+    ),
+}
+APPLY_TOOLTIPS = {
+    "model": "A Stable Diffusion 1.5 model (any fine-tune; LoRAs may be applied before or after).",
+    "motion_module": "From 'Load AVSyncD Motion Module'.",
+}
+
 
 class AVSyncMotionModuleLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "motion_module": (model_paths.motion_choices(), {"tooltip": "An AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder in models/avsyncd. " + model_paths.HELP[model_paths.MOTION_FOLDER] + "."}),
+                "motion_module": (model_paths.motion_choices(), {"tooltip": MOTION_LOADER_TOOLTIPS["motion_module"]}),
             }
         }
 
@@ -37,8 +49,8 @@ class AVSyncApplyMotionModule:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "A Stable Diffusion 1.5 model (any fine-tune; LoRAs may be applied before or after)."}),
-                "motion_module": (MOTION_MODULE, {"tooltip": "From 'Load AVSyncD Motion Module'."}),
+                "model": ("MODEL", {"tooltip": APPLY_TOOLTIPS["model"]}),
+                "motion_module": (MOTION_MODULE, {"tooltip": APPLY_TOOLTIPS["motion_module"]}),
             }
         }
 

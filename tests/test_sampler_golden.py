@@ -55,5 +55,10 @@ def test_textbook_pndm_warmup_differs_from_official(unet_tiny_a):
 
 def _condition(t, frames):
     """The golden's audio tokens, null tokens and (frames, 229) masks as the sampler's audio condition."""
-    return AudioCondition(tokens=t["in.audio_tokens"], null_tokens=t["in.null_audio_tokens"],
-                          masks=t["in.audio_masks"][0], frames=frames, fps=6.0)
+    return AudioCondition(
+        tokens=t["in.audio_tokens"],
+        null_tokens=t["in.null_audio_tokens"],
+        masks=t["in.audio_masks"][0],
+        frames=frames,
+        fps=6.0,
+    )

@@ -23,7 +23,6 @@ from avsync_core.train.data import (
     scan_dataset,
 )
 from avsync_core.video import center_crop_resize, probe_video, read_frames, write_video
-
 from tests.synthetic_av import click_sound, flash_frames, make_synthetic_dataset, write_click_flash_video
 
 SOURCE_FPS = 24

@@ -16,8 +16,10 @@ from .waveform import SAMPLE_RATE, Waveform, check_finite, check_rate, mix_to_mo
 
 def to_comfy_audio(waveform: Waveform) -> dict:
     """ComfyUI's AUDIO value: {"waveform": (1, C, T) float32 CPU tensor, "sample_rate": int}."""
-    return {"waveform": waveform.samples.detach().to("cpu", torch.float32).unsqueeze(0).contiguous(),
-            "sample_rate": int(waveform.sample_rate)}
+    return {
+        "waveform": waveform.samples.detach().to("cpu", torch.float32).unsqueeze(0).contiguous(),
+        "sample_rate": int(waveform.sample_rate),
+    }
 
 
 def from_comfy_audio(
@@ -39,9 +41,7 @@ def from_comfy_audio(
     if not isinstance(wave, torch.Tensor):
         raise InvalidInputError(f'AUDIO "waveform" must be a torch tensor, got {type(wave).__name__}.')
     if wave.ndim != 3:
-        raise InvalidInputError(
-            f'AUDIO "waveform" must be shaped [batch, channels, samples], got {tuple(wave.shape)}.'
-        )
+        raise InvalidInputError(f'AUDIO "waveform" must be shaped [batch, channels, samples], got {tuple(wave.shape)}.')
     batch, channels, length = wave.shape
     if channels > 64 and length <= 8:
         raise InvalidInputError(

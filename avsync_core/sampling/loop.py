@@ -69,7 +69,8 @@ def sample_video_latents(
     """
     if not isinstance(audio, AudioCondition):
         raise InvalidInputError(
-            f"audio must be an AudioCondition (from avsync_core.audio.encode_audio_condition), got {type(audio).__name__}."
+            "audio must be an AudioCondition (from avsync_core.audio.encode_audio_condition), "
+            f"got {type(audio).__name__}."
         )
     frames = audio.frames
     if frames < 2:
@@ -84,7 +85,9 @@ def sample_video_latents(
     b, c, h, w = first.shape
     noise = _initial_noise(init_noise, (b, c, frames - 1, h, w), seed).to(device, dtype)
     tokens = _window_tokens(audio, window, b)
-    text_in, audio_in, masks_in = _branch_inputs(branches, b, frames, text, null_text, tokens, audio.null_tokens, audio.masks)
+    text_in, audio_in, masks_in = _branch_inputs(
+        branches, b, frames, text, null_text, tokens, audio.null_tokens, audio.masks
+    )
     text_in, audio_in, masks_in = text_in.to(device, dtype), audio_in.to(device, dtype), masks_in.to(device)
 
     scheduler.set_timesteps(steps, device=device)
@@ -125,7 +128,9 @@ def _batch_of(name: str, value: Tensor, dims: int) -> Tensor:
 def _initial_noise(init_noise: Tensor | None, shape: tuple[int, ...], seed: int | None) -> Tensor:
     if init_noise is not None:
         if tuple(init_noise.shape) != shape:
-            raise InvalidInputError(f"init_noise must have shape {shape} (frames 1..F-1), got {tuple(init_noise.shape)}.")
+            raise InvalidInputError(
+                f"init_noise must have shape {shape} (frames 1..F-1), got {tuple(init_noise.shape)}."
+            )
         return init_noise
     base = torch.seed() if seed is None else seed
     return torch.cat(

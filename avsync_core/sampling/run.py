@@ -37,10 +37,13 @@ class SamplingRun:
 
     def __post_init__(self) -> None:
         if self.frames < 2:
-            raise InvalidInputError(f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {self.frames}.")
+            raise InvalidInputError(
+                f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {self.frames}."
+            )
         if self.masks.shape[0] != self.frames:
             raise InvalidInputError(
-                f"The audio condition was encoded for {self.masks.shape[0]} frames per clip, but {self.frames} frames are "
+                f"The audio condition was encoded for {self.masks.shape[0]} frames per clip, but {self.frames} frames "
+                "are "
                 "being sampled. Encode the audio with the same frame count."
             )
         if self.index is None:
@@ -112,7 +115,8 @@ class SamplingRun:
 
 
 def _with_first(latents: Tensor, first: Tensor, frames: int) -> Tensor:
-    """A copy of ``(clips * frames, c, h, w)`` latents with frame 0 of every clip set to ``first`` ``(clips, c, h, w)``."""
+    """A copy of ``(clips * frames, c, h, w)`` latents with frame 0 of every clip set to ``first``
+    ``(clips, c, h, w)``."""
     out = latents.clone()
     out.view(-1, frames, *out.shape[1:])[:, 0] = first.to(out)
     return out
@@ -120,7 +124,9 @@ def _with_first(latents: Tensor, first: Tensor, frames: int) -> Tensor:
 
 def clip_latents(first_latents: Tensor, frames: int) -> Tensor:
     """``(videos * frames, c, h, w)`` latents: each clip starts at its first-frame latent, the rest is zero."""
-    return _with_first(first_latents.new_zeros(first_latents.shape[0] * frames, *first_latents.shape[1:]), first_latents, frames)
+    return _with_first(
+        first_latents.new_zeros(first_latents.shape[0] * frames, *first_latents.shape[1:]), first_latents, frames
+    )
 
 
 def chain_windows(windows: Sequence[Tensor], frames: int) -> Tensor:

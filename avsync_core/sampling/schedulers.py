@@ -35,7 +35,10 @@ SCHEDULERS: dict[str, tuple[type, dict]] = {
     "euler": (EulerDiscreteScheduler, {}),
     "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpmpp_2m_karras": (
+        DPMSolverMultistepScheduler,
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "unipc": (UniPCMultistepScheduler, {}),
     "ddpm": (DDPMScheduler, {}),
 }

@@ -15,7 +15,15 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from ..checkpoints import WEIGHT_SUFFIXES, existing_path, find_weights, load_strict, model_subfolder, read_json, read_state_dict
+from ..checkpoints import (
+    WEIGHT_SUFFIXES,
+    existing_path,
+    find_weights,
+    load_strict,
+    model_subfolder,
+    read_json,
+    read_state_dict,
+)
 from ..errors import CheckpointError
 from . import move_module
 from .family import FAMILY_KEY_PREFIXES, check_text_encoder_keys
@@ -83,9 +91,13 @@ def vae_ldm_name(name: str, num_levels: int) -> str:
         return f"{attn[1]}.mid.attn_1.{_VAE_ATTN[attn[2]]}.{attn[3]}"
     name = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", name)
     name = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", name)
-    name = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.block.", name)
     name = re.sub(
-        r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.", name
+        r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.block.", name
+    )
+    name = re.sub(
+        r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+        lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.",
+        name,
     )
     return name.replace(".conv_shortcut.", ".nin_shortcut.")
 
@@ -180,7 +192,9 @@ def load_tokenizer(tokenizer: str | os.PathLike | None = None, model_path: str |
 @torch.no_grad()
 def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
     """(n, 77, width) float32: the last hidden state SD1.5 conditions on, prompts padded to 77 tokens."""
-    ids = tokenizer(prompts, padding="max_length", max_length=TOKEN_LENGTH, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=TOKEN_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
     device = next(text_encoder.parameters()).device
     return text_encoder(ids.to(device)).last_hidden_state.float()
 
@@ -192,7 +206,11 @@ def _subfolder(path: Path, name: str, what: str) -> Path:
     folder = model_subfolder(path, name)
     if folder is not None:
         return folder
-    hint = " AVSyncD checkpoints hold only unet/ and audio_encoder/; point to the SD1.5 model." if (path / "audio_encoder").is_dir() else ""
+    hint = (
+        " AVSyncD checkpoints hold only unet/ and audio_encoder/; point to the SD1.5 model."
+        if (path / "audio_encoder").is_dir()
+        else ""
+    )
     raise CheckpointError(f"{path} holds no {what}: expected {name}/config.json in a diffusers SD1.5 folder.{hint}")
 
 
@@ -201,7 +219,7 @@ def _single_file_part(path: Path, prefix: str, what: str) -> dict[str, torch.Ten
         raise CheckpointError(f"{path.name} is not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)}).")
     state = read_state_dict(path, lambda k: k.startswith((prefix, *FAMILY_KEY_PREFIXES)))
     check_text_encoder_keys(state, path.name)
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         raise CheckpointError(
             f"{path.name} holds no SD1.5 {what} (no {prefix}* tensors). Use a full SD1.5 checkpoint, or a diffusers "

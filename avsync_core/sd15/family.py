@@ -48,7 +48,10 @@ class UNetTraits:
     def from_ldm_state(cls, ldm: Mapping[str, torch.Tensor]) -> "UNetTraits":
         """From LDM UNet tensors (single files and ComfyUI, ``model.diffusion_model.`` removed)."""
         return cls._from_state(
-            ldm, "input_blocks.0.0.weight", "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", "label_emb.0.0.weight"
+            ldm,
+            "input_blocks.0.0.weight",
+            "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+            "label_emb.0.0.weight",
         )
 
     @classmethod
@@ -75,7 +78,8 @@ def check_sd15(traits: UNetTraits, source: str) -> None:
         raise CheckpointError(f"{source} is an SDXL model; {_FIX}")
     if traits.text_width in _TEXT_WIDTH_FAMILIES:
         raise CheckpointError(
-            f"{source} is {_TEXT_WIDTH_FAMILIES[traits.text_width]} (text encodings of width {traits.text_width}); {_FIX}"
+            f"{source} is {_TEXT_WIDTH_FAMILIES[traits.text_width]} (text encodings of width "
+            f"{traits.text_width}); {_FIX}"
         )
     if traits.in_channels is None or traits.text_width is None or traits.text_width < 0:
         raise CheckpointError(f"{source} does not have the Stable Diffusion 1.5 UNet layout. {_FIX}")
@@ -97,7 +101,14 @@ def check_base_fits(base_config: Mapping[str, Any], motion_config: MotionConfig,
     """Refuse bases the additions were not made for: another family, or an SD1.5-like UNet of another layout."""
     check_sd15(UNetTraits.from_diffusers_config(base_config), source)
     base = MotionConfig.from_unet_config(base_config)
-    fields = ("block_out_channels", "layers_per_block", "attention_heads", "down_attention", "mid_attention", "transformer_layers")
+    fields = (
+        "block_out_channels",
+        "layers_per_block",
+        "attention_heads",
+        "down_attention",
+        "mid_attention",
+        "transformer_layers",
+    )
     mismatched = [f for f in fields if getattr(base, f) != getattr(motion_config, f)]
     if mismatched:
         raise CheckpointError(

@@ -12,12 +12,20 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
-from ..checkpoints import WEIGHT_SUFFIXES, existing_path, find_weights, load_strict, model_subfolder, read_json, read_state_dict
+from ..checkpoints import (
+    WEIGHT_SUFFIXES,
+    existing_path,
+    find_weights,
+    load_strict,
+    model_subfolder,
+    read_json,
+    read_state_dict,
+)
 from ..errors import CheckpointError
-from . import move_module
 from ..motion_module import MotionConfig, is_motion_key
 from ..official import base_config_from_official, is_official_unet_config
 from ..unet_layout import ldm_to_diffusers_state_dict
+from . import move_module
 from .family import UNetTraits, check_sd15
 
 SD15_UNET_CONFIG: dict = {
@@ -61,7 +69,8 @@ def _from_folder(path: Path) -> UNet2DConditionModel:
     folder = model_subfolder(path, "unet")
     if folder is None:
         raise CheckpointError(
-            f"{path} is not a diffusers model folder: expected unet/config.json (or config.json) beside the UNet weights."
+            f"{path} is not a diffusers model folder: expected unet/config.json (or config.json) beside the UNet "
+            "weights."
         )
     config = read_json(folder / "config.json", "UNet config")
     if is_official_unet_config(config):  # an official AVSyncD UNet: its SD1.5 part is the base
@@ -78,9 +87,22 @@ def _from_single_file(path: Path, config: dict) -> UNet2DConditionModel:
         raise CheckpointError(f"{path.name} is not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)}).")
     # Only the UNet is read (LDM names, or a bare diffusers-named UNet): EMA copies, the VAE and the text
     # encoder stay on disk.
-    state = read_state_dict(path, lambda k: k.startswith((LDM_UNET_PREFIX, "conv_in.", "down_blocks.", "mid_block.",
-                                                         "up_blocks.", "time_embedding.", "conv_norm_out.", "conv_out.")))
-    ldm = {k[len(LDM_UNET_PREFIX):]: v for k, v in state.items() if k.startswith(LDM_UNET_PREFIX)}
+    state = read_state_dict(
+        path,
+        lambda k: k.startswith(
+            (
+                LDM_UNET_PREFIX,
+                "conv_in.",
+                "down_blocks.",
+                "mid_block.",
+                "up_blocks.",
+                "time_embedding.",
+                "conv_norm_out.",
+                "conv_out.",
+            )
+        ),
+    )
+    ldm = {k[len(LDM_UNET_PREFIX) :]: v for k, v in state.items() if k.startswith(LDM_UNET_PREFIX)}
     if not ldm and "conv_in.weight" in state:  # a bare diffusers-named UNet state dict
         check_sd15(UNetTraits.from_diffusers_state(state), path.name)
         return _build(config, {k: v for k, v in state.items() if not is_motion_key(k)}, path)

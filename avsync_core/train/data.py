@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..audio.decode import decode_audio
-from ..audio.waveform import SAMPLE_RATE
 from ..audio.mel import melspectrogram
+from ..audio.waveform import SAMPLE_RATE
 from ..errors import AVSyncError, InvalidInputError
 from ..video import VideoInfo, center_crop_resize, probe_video, read_frames
 

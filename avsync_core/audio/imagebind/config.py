@@ -30,9 +30,7 @@ class ImageBindAudioConfig:
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.embed_dim
         if self.embed_dim % self.num_heads:
-            raise InvalidInputError(
-                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}."
-            )
+            raise InvalidInputError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.")
         if self.freq_patches < 1 or self.time_patches < 1:
             raise InvalidInputError(
                 f"A {self.kernel}x{self.kernel} stem with stride {self.stride} does not fit a "

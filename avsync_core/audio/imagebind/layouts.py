@@ -49,8 +49,6 @@ def is_audio_key(key: str) -> bool:
     return key.startswith(tuple(IMAGEBIND_PREFIXES))
 
 
-
-
 def canonical_state(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Our parameter names from ImageBind's, AVSyncD's or our own; other modalities are never touched."""
     keys = list(tensors.keys())
@@ -85,8 +83,6 @@ def canonical_state(tensors: Mapping[str, torch.Tensor], source: str) -> dict[st
     )
 
 
-
-
 def _check_identity_norm(key: str, value: torch.Tensor, source: str) -> None:
     """AVSyncD's final LayerNorm is created fresh and never trained; anything else would be silently dropped."""
     target = 1.0 if key.endswith("weight") else 0.0
@@ -95,8 +91,6 @@ def _check_identity_norm(key: str, value: torch.Tensor, source: str) -> None:
             f"{source}: {key} is not the untrained identity ({target:g} everywhere); this encoder applies a "
             "weight-free final LayerNorm and cannot reproduce a trained one."
         )
-
-
 
 
 def infer_config(state: Mapping[str, torch.Tensor], source: str, num_heads: int | None) -> ImageBindAudioConfig:

@@ -198,7 +198,10 @@ class ImageBindAudioEncoder(nn.Module):
 
     @classmethod
     def from_state_dict(
-        cls, tensors: Mapping[str, torch.Tensor], source: str = "state dict", num_heads: int | None = None,
+        cls,
+        tensors: Mapping[str, torch.Tensor],
+        source: str = "state dict",
+        num_heads: int | None = None,
         config: ImageBindAudioConfig | None = None,
     ) -> "ImageBindAudioEncoder":
         """Build from tensors in any supported layout (ImageBind, official AVSyncD, or ours).
@@ -215,7 +218,9 @@ class ImageBindAudioEncoder(nn.Module):
         return model.requires_grad_(False).eval()
 
     @classmethod
-    def from_imagebind_checkpoint(cls, path: str | os.PathLike, num_heads: int | None = None) -> "ImageBindAudioEncoder":
+    def from_imagebind_checkpoint(
+        cls, path: str | os.PathLike, num_heads: int | None = None
+    ) -> "ImageBindAudioEncoder":
         """Meta's imagebind_huge.pth (or any file with ``modality_*.audio.*`` keys, .pth or .safetensors)."""
         p = existing_path(path, "ImageBind checkpoint")
         tensors = read_state_dict(p, audio_keys_only)
