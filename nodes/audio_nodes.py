@@ -20,6 +20,7 @@ from ..avsync_core.audio import (
 )
 from ..avsync_core.errors import AudioError
 from . import model_paths
+from .compat import annotated_filepath
 from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
 
 LOAD_AUDIO_TOOLTIPS = {
@@ -91,7 +92,7 @@ class AVSyncLoadAudio:
     DESCRIPTION = "Loads an audio file or the sound track of a video, optionally only a window of it."
 
     def load(self, audio: str, start_seconds: float, duration_seconds: float):
-        path = folder_paths.get_annotated_filepath(audio)
+        path = annotated_filepath(audio)
         try:
             wave = decode_audio(
                 path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False
@@ -106,7 +107,7 @@ class AVSyncLoadAudio:
     @classmethod
     def IS_CHANGED(cls, audio: str, start_seconds: float, duration_seconds: float):
         digest = hashlib.sha256()
-        with open(folder_paths.get_annotated_filepath(audio), "rb") as f:
+        with open(annotated_filepath(audio), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         return f"{digest.hexdigest()}:{start_seconds}:{duration_seconds}"

@@ -50,7 +50,10 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             conds["negative"] = negative
         self.inner_set_conds(conds)
 
-    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
+    def inner_sample(
+        self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
+    ):
+        """``host_kwargs``: what newer ComfyUI passes besides (``latent_shapes``), handed on unchanged."""
         frames = self.audio.frames
         if latent_image.shape[0] % frames:
             raise InvalidInputError(
@@ -66,7 +69,7 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             [b.audio for b in self.branches],
         )
         samples = super().inner_sample(
-            noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed
+            noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
         )
         return self.run.pin_result(samples, latent_image)
 

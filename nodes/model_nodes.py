@@ -7,6 +7,7 @@ import copy
 from ..avsync_core.motion_io import MotionModuleInfo, load_motion_module
 from ..avsync_core.motion_module import MotionModule
 from . import model_paths
+from .compat import inference_dtype
 from .patching import apply_avsync
 from .types import CATEGORY, MOTION_MODULE
 
@@ -62,7 +63,7 @@ class AVSyncApplyMotionModule:
 
     def apply(self, model, motion_module: tuple[MotionModule, MotionModuleInfo]):
         motion, _info = motion_module
-        dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+        dtype = inference_dtype(model)
         if motion.mix("conv_in").conv_temp.weight.dtype != dtype:
             motion = copy.deepcopy(motion).to(dtype)  # the loaded module may feed other models too
         return (apply_avsync(model, motion),)

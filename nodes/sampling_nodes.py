@@ -14,6 +14,7 @@ import torch
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import InvalidInputError
 from ..avsync_core.sampling.run import chain_windows, clip_latents
+from .compat import rgb
 from .guider import AVSyncCFGGuider
 from .types import AUDIO_CONDITION, CATEGORY
 
@@ -65,7 +66,7 @@ def first_frame_latents(model, image=None, vae=None, first_latent=None) -> torch
     if first_latent is not None:
         samples = first_latent["samples"]
     elif image is not None and vae is not None:
-        samples = comfy_nodes.VAEEncode().encode(vae, image)[0]["samples"]
+        samples = comfy_nodes.VAEEncode().encode(vae, rgb(image))[0]["samples"]
     else:
         raise InvalidInputError("Connect the first frame: an image together with a vae, or a first_latent.")
     if samples.dim() != 4:

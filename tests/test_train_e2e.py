@@ -16,9 +16,9 @@ from avsync_core.train.__main__ import main
 from avsync_core.train.config import load_config
 from avsync_core.train.data import AVClipDataset, collate_clips, load_prompts, scan_dataset
 from avsync_core.train.logs import read_log
-from avsync_core.train.trainer import Trainer
 from avsync_core.train.models import build_models
 from avsync_core.train.processes import DistContext
+from avsync_core.train.trainer import Trainer
 from avsync_core.unet import AVSyncUNet
 from avsync_core.video import probe_video, read_frames
 from tests.synthetic_av import make_synthetic_dataset, write_click_flash_video
