@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import CheckpointError, preview
+from .errors import CheckpointError, existing_path, preview
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 _TORCH_WRAPPERS = ("state_dict", "model", "module")  # trainer checkpoints nest the weights under these keys
 
 KeyFilter = Callable[[str], bool]
-
-
-def existing_path(path: str | os.PathLike, what: str) -> Path:
-    """``path`` expanded, or a CheckpointError naming what was expected there."""
-    p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"{what} not found: {p}")
-    return p
 
 
 def read_state_dict(path: str | os.PathLike, keep: KeyFilter | None = None) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""User-facing errors.
+"""User-facing errors, and the one check of a path a user gave.
 
 Every problem a user can cause (a wrong file, a bad value, a shape that does not fit) is raised as an
 ``AVSyncError`` whose message says what was wrong and what would fit, so that ComfyUI and the CLI can show it
@@ -6,6 +6,9 @@ as it is instead of a stack trace from deep inside torch.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 class AVSyncError(Exception):
@@ -30,3 +33,20 @@ def preview(items: list[str], limit: int = 5) -> str:
         return "none"
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def existing_path(path: str | os.PathLike, what: str, error: type[AVSyncError] = None, *, file: bool = False) -> Path:
+    """``path`` expanded, or ``error`` (CheckpointError by default) naming ``what`` was expected there; with
+    ``file`` a folder or an empty file is refused too."""
+    error = error or CheckpointError
+    try:
+        p = Path(os.fspath(path)).expanduser()
+    except TypeError:
+        raise InvalidInputError(f"Expected a path for the {what.lower()}, got {type(path).__name__}.") from None
+    if not p.exists():
+        raise error(f"{what} not found: {p}")
+    if file and p.is_dir():
+        raise error(f"{p} is a folder; give the path of a file.")
+    if file and p.stat().st_size == 0:
+        raise error(f"{p} is empty (0 bytes).")
+    return p

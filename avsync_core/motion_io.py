@@ -17,13 +17,12 @@ import torch
 from . import __version__
 from .checkpoints import (
     WEIGHT_SUFFIXES,
-    existing_path,
     find_weights,
     read_safetensors_metadata,
     read_state_dict,
     write_safetensors_atomic,
 )
-from .errors import CheckpointError
+from .errors import CheckpointError, existing_path
 from .motion_module import MotionConfig, MotionModule, infer_motion_config, is_motion_key
 from .official import read_official_unet_config, resolve_official_unet_folder
 

@@ -24,7 +24,7 @@ import av
 import numpy as np
 import torch
 
-from ..errors import AudioError, InvalidInputError
+from ..errors import AudioError, InvalidInputError, existing_path
 from .waveform import SAMPLE_RATE, Waveform, check_finite, check_rate, resample
 
 # Decoding a whole file is refused beyond this length: 30 min of 48 kHz audio is already ~350 MB of float32.
@@ -50,20 +50,6 @@ def _check_seconds(value: Any, what: str, allow_zero: bool) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- files
-
-
-def _existing_file(path: str | os.PathLike) -> Path:
-    try:
-        p = Path(os.fspath(path))
-    except TypeError:
-        raise InvalidInputError(f"Expected a file path, got {type(path).__name__}.") from None
-    if not p.exists():
-        raise AudioError(f"Audio file not found: {p}")
-    if p.is_dir():
-        raise AudioError(f"{p} is a folder; give the path of an audio or video file.")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{p} is empty (0 bytes); it holds no audio.")
-    return p
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -222,7 +208,7 @@ def decode_audio(
     when ``mono``. Only the window is decoded: the file is sought to just before ``start``. A window that runs past
     the end of the audio comes back shorter; a ``start`` at or past the end is an error.
     """
-    p = _existing_file(path)
+    p = existing_path(path, "Audio file", AudioError, file=True)
     start = _check_seconds(start, "start", allow_zero=True)
     if duration is not None:
         duration = _check_seconds(duration, "duration", allow_zero=False)
@@ -309,7 +295,7 @@ def probe_audio_duration(path: str | os.PathLike) -> float:
 
     Uses the stream's declared duration, else the container's, else a pass over the packets (demuxing only).
     """
-    p = _existing_file(path)
+    p = existing_path(path, "Audio file", AudioError, file=True)
     with _open(p) as container:
         stream = _audio_stream(container, p)
         origin = _origin(container)

@@ -17,14 +17,13 @@ from diffusers import AutoencoderKL
 
 from ..checkpoints import (
     WEIGHT_SUFFIXES,
-    existing_path,
     find_weights,
     load_strict,
     model_subfolder,
     read_json,
     read_state_dict,
 )
-from ..errors import CheckpointError
+from ..errors import CheckpointError, existing_path
 from . import move_module
 from .family import FAMILY_KEY_PREFIXES, check_text_encoder_keys
 

@@ -14,14 +14,13 @@ from diffusers import UNet2DConditionModel
 
 from ..checkpoints import (
     WEIGHT_SUFFIXES,
-    existing_path,
     find_weights,
     load_strict,
     model_subfolder,
     read_json,
     read_state_dict,
 )
-from ..errors import CheckpointError
+from ..errors import CheckpointError, existing_path
 from ..motion_module import MotionConfig, is_motion_key
 from ..official import base_config_from_official, is_official_unet_config
 from ..unet_layout import ldm_to_diffusers_state_dict

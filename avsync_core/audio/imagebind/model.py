@@ -29,7 +29,6 @@ from torch import nn
 
 from ...checkpoints import (
     WEIGHT_SUFFIXES,
-    existing_path,
     find_weights,
     load_strict,
     read_json,
@@ -37,7 +36,7 @@ from ...checkpoints import (
     read_state_dict,
     write_safetensors_atomic,
 )
-from ...errors import CheckpointError, InvalidInputError, preview
+from ...errors import CheckpointError, InvalidInputError, existing_path, preview
 from .config import AudioEncoderOutput, ImageBindAudioConfig
 from .layouts import (
     AVSYNCD_NAMES,
