@@ -12,8 +12,8 @@ Pure numpy + Pillow (no plotting library), so it runs anywhere the pack does.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -104,7 +104,7 @@ class PreviewLayout:
     frame_axis: int = 30
 
     @staticmethod
-    def for_clips(frames: int, end_seconds: float) -> "PreviewLayout":
+    def for_clips(frames: int, end_seconds: float) -> PreviewLayout:
         plot = int(min(2000, max(700, 400 * end_seconds)))
         lane = max(3, min(14, 200 // frames))
         return PreviewLayout(frames, end_seconds, plot + 46 + 16, lane_height=lane, lane_gap=1 if lane < 8 else 2)
@@ -130,8 +130,8 @@ class PreviewLayout:
 
     def columns(self, start: float, stop: float) -> tuple[int, int]:
         """[first, last) pixel columns covering [start, stop) seconds, at least one column wide."""
-        first = int(math.floor(self.x(max(0.0, start))))
-        last = int(math.ceil(self.x(min(self.end_seconds, stop))))
+        first = math.floor(self.x(max(0.0, start)))
+        last = math.ceil(self.x(min(self.end_seconds, stop)))
         return first, max(first + 1, last)
 
     def lane(self, frame: int) -> tuple[int, int]:
@@ -201,7 +201,7 @@ def render_frame_preview(
     lanes_bottom = layout.lane(frames - 1)[1]
     for window in windows:  # clip boundaries, under the bars
         for t in (window.start_seconds, window.start_seconds + window.duration_seconds):
-            image[top:lanes_bottom, min(int(round(layout.x(min(t, end)))), layout.width - 1)] = CLIP_LINE
+            image[top:lanes_bottom, min(round(layout.x(min(t, end))), layout.width - 1)] = CLIP_LINE
     lane_ends = [-1] * frames
     for span in spans:  # one bar per frame and clip, in the frame's lane, a column apart from the previous one
         lane_top, lane_bottom = layout.lane(span.frame)
@@ -209,7 +209,7 @@ def render_frame_preview(
         first = min(max(first, lane_ends[span.frame] + 1), last - 1)
         heard = first
         if span.heard_stop_seconds > span.start_seconds:
-            heard = min(max(first + 1, int(math.ceil(layout.x(span.heard_stop_seconds)))), last)
+            heard = min(max(first + 1, math.ceil(layout.x(span.heard_stop_seconds))), last)
         image[lane_top:lane_bottom, first:heard] = band_colour(span.frame)
         image[lane_top:lane_bottom, heard:last] = padding_colour(span.frame)
         lane_ends[span.frame] = last
@@ -225,8 +225,8 @@ def render_frame_preview(
     peak = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0))) or 1.0
     middle, half = (top + bottom) / 2, layout.wave_height / 2 - 4
     for column in range(layout.plot_width):
-        y0 = int(round(middle - hi[column] / peak * half))
-        y1 = int(round(middle - lo[column] / peak * half))
+        y0 = round(middle - hi[column] / peak * half)
+        y1 = round(middle - lo[column] / peak * half)
         image[y0:y1 + 1, layout.left + column] = WAVE
 
     picture = Image.fromarray(image.round().clip(0, 255).astype(np.uint8))
