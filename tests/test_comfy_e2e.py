@@ -120,8 +120,9 @@ def test_the_pack_offers_its_ui_workflows_as_templates(server):
 
 def _widget_names(spec: dict) -> list[tuple[str, str]]:
     """The frontend's widgets_values layout: (input name, role) in input order, with the extra control and
-    upload entries it saves after some widgets."""
-    names = []
+    upload entries it saves after some widgets. An audio upload's player and button are inputs the frontend adds
+    at the end of the required ones, so their (empty) entries follow the last required widget."""
+    names, audio_upload = [], []
     for section in ("required", "optional"):
         for name in spec["input_order"].get(section, []):
             input_spec = spec["input"][section][name]
@@ -134,7 +135,9 @@ def _widget_names(spec: dict) -> list[tuple[str, str]]:
             if options.get("image_upload"):
                 names.append((name, "upload"))
             if options.get("audio_upload"):
-                names += [(name, "upload"), (name, "preview")]
+                audio_upload = [(name, "preview"), (name, "upload")]
+        if section == "required":
+            names += audio_upload
     return names
 
 
