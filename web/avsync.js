@@ -10,8 +10,8 @@ import { app } from "../../scripts/app.js";
 
 const NODE = "AVSyncLoadAudio";
 
-function showError(node, message) {
-  node.avsyncAudioError = message;
+function showError(node, short, message) {
+  node.avsyncAudioError = short;
   app.extensionManager?.toast?.add({ severity: "error", summary: "AVSync Load Audio", detail: message, life: 10000 });
   node.setDirtyCanvas(true, true);
 }
@@ -31,7 +31,7 @@ app.registerExtension({
       ctx.save();
       ctx.fillStyle = "#ff6b6b";
       ctx.font = "12px sans-serif";
-      ctx.fillText(this.avsyncAudioError, 8, this.size[1] + 16, Math.max(this.size[0] - 16, 40));
+      ctx.fillText(this.avsyncAudioError, 8, this.size[1] + 16);
       ctx.restore();
     };
   },
@@ -49,7 +49,8 @@ app.registerExtension({
       const name = audio.value;
       if (!name || !player.getAttribute("src")) return;
       if (!audio.options.values.includes(name)) return; // not in the input folder: a placeholder, checked on Run
-      showError(node, `The page cannot play '${name}': choose an audio file (wav, mp3, flac, ogg...) or a video with sound.`);
+      showError(node, `Cannot play '${name}': not a sound?`,
+        `The page cannot play '${name}': choose an audio file (wav, mp3, flac, ogg...) or a video with sound.`);
     });
   },
 });
