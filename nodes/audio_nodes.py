@@ -21,13 +21,13 @@ from ..avsync_core.audio import (
 from ..avsync_core.errors import AudioError
 from . import model_paths
 from .compat import annotated_filepath
+from .previews import frame_preview_image, save_preview
 from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
 
 LOAD_AUDIO_TOOLTIPS = {
     "audio": (
         "An audio file, or a video whose sound track to use, from ComfyUI's input folder (any format FFmpeg "
-        "reads). To upload from the browser, use core 'Load Audio' (its AUDIO works with every AVSync node) or "
-        "drop the file into ComfyUI/input."
+        "reads). The upload button (or dropping a file on the node) puts a file into the input folder."
     ),
     "start_seconds": (
         "Where to start in the file, in seconds. Only the requested part is decoded, so long files are cheap."
@@ -69,7 +69,7 @@ class AVSyncLoadAudio:
         tips = LOAD_AUDIO_TOOLTIPS
         return {
             "required": {
-                "audio": (sorted(files), {"tooltip": tips["audio"]}),
+                "audio": (sorted(files), {"audio_upload": True, "tooltip": tips["audio"]}),
                 "start_seconds": (
                     "FLOAT",
                     {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": tips["start_seconds"]},
@@ -116,6 +116,10 @@ class AVSyncLoadAudio:
     def VALIDATE_INPUTS(cls, audio: str):  # names only `audio`: ComfyUI keeps checking the other inputs' ranges
         if not folder_paths.exists_annotated_filepath(audio):
             return f"Audio file not found in the input folder: {audio}"
+        if not folder_paths.filter_files_content_types([audio], ["audio", "video"]):
+            return (
+                f"'{audio}' is not an audio or video file; pick or upload a sound (wav, mp3, flac, ogg...) or a video."
+            )
         return True
 
 
@@ -154,15 +158,19 @@ class AVSyncEncodeAudio:
             }
         }
 
-    RETURN_TYPES = (AUDIO_CONDITION, "INT")
-    RETURN_NAMES = ("avsync_audio", "total_frames")
+    RETURN_TYPES = (AUDIO_CONDITION, "INT", "IMAGE")
+    RETURN_NAMES = ("avsync_audio", "total_frames", "preview")
     OUTPUT_TOOLTIPS = (
         "ImageBind tokens per clip, the per-frame segment masks and the null audio for guidance.",
         "Frames of the whole animation: 1 + windows x (frames - 1).",
+        "The picture shown in the node: the waveform with each frame's audio window, the clips and frame times.",
     )
     FUNCTION = "encode"
     CATEGORY = f"{CATEGORY}/audio"
-    DESCRIPTION = "Turns audio into what AVSyncD listens to: 229 ImageBind tokens per 2 s clip, one segment per frame."
+    DESCRIPTION = (
+        "Turns audio into what AVSyncD listens to: 229 ImageBind tokens per 2 s clip, one segment per frame. "
+        "Shows (and outputs) a picture of which sound each frame hears."
+    )
 
     def encode(self, audio: dict, audio_encoder: ImageBindAudioEncoder, frames: int, fps: float, max_windows: int):
         wave = from_comfy_audio(audio)
@@ -181,4 +189,5 @@ class AVSyncEncodeAudio:
         finally:
             audio_encoder.to(offload)
         condition = condition.to("cpu")
-        return (condition, 1 + condition.num_windows * (frames - 1))
+        preview = frame_preview_image(wave, condition)
+        return {"ui": save_preview(preview), "result": (condition, 1 + condition.num_windows * (frames - 1), preview)}

@@ -127,6 +127,12 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement("comfy.utils.PROGRESS_BAR_ENABLED", "console progress bar switch"),
     Requirement("latent_preview.get_previewer", "previews", ("device", "latent_format"), leading=True),
     Requirement("nodes.VAEEncode.encode", "first frame from an image", ("self", "vae", "pixels"), leading=True),
+    Requirement(
+        "nodes.PreviewImage.save_images",
+        "in-node preview pictures",
+        ("self", "images", "filename_prefix"),
+        leading=True,
+    ),
     # Model folders and input files (nodes/model_paths.py, nodes/audio_nodes.py).
     Requirement(
         "folder_paths.add_model_folder_path",

@@ -26,6 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import wave
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -807,3 +808,61 @@ def api_prompt_sd15_txt2img(
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Small random models and inputs for a server run (shared by the e2e and browser tests)
+# --------------------------------------------------------------------------------------------------
+
+
+def write_random_motion_module(path: Path) -> Path:
+    """A full-size SD1.5 AVSyncD motion module with small random weights, in fp16 (about 620 MB)."""
+    from avsync_core.motion_io import save_motion_module
+    from avsync_core.motion_module import MotionConfig, MotionModule
+
+    with torch.device("meta"):
+        motion = MotionModule(MotionConfig())
+    generator = torch.Generator().manual_seed(0)
+    state = {k: (0.02 * torch.randn(v.shape, generator=generator)).half() for k, v in motion.state_dict().items()}
+    motion.load_state_dict(state, assign=True)
+    save_motion_module(path, motion)
+    return path
+
+
+def write_small_imagebind(path: Path) -> Path:
+    """ImageBind's audio branch with the real token width (768, what the motion module attends to), one block."""
+    from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder
+
+    torch.manual_seed(0)
+    ImageBindAudioEncoder(ImageBindAudioConfig(embed_dim=768, depth=1, num_heads=12, out_dim=32)).save_safetensors(path)
+    return path
+
+
+def write_image(path: Path) -> Path:
+    from PIL import Image
+
+    gradient = torch.linspace(0, 255, 96).to(torch.uint8)
+    pixels = torch.stack(
+        [
+            gradient[None].expand(80, -1),
+            gradient[:80, None].expand(-1, 96),
+            torch.full((80, 96), 90, dtype=torch.uint8),
+        ],
+        -1,
+    )
+    Image.fromarray(pixels.numpy()).save(path)
+    return path
+
+
+def write_clicks(path: Path, seconds: float = 1.0, rate: int = 22050) -> Path:
+    """Stereo 16-bit clicks, three per second."""
+    n = int(seconds * rate)
+    t = torch.arange(n)
+    clicks = ((t % (rate // 3)) < rate // 50).float() * torch.sin(2 * math.pi * 440 * t / rate)
+    samples = (torch.stack([clicks, 0.5 * clicks], 1) * 20000).to(torch.int16)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(samples.numpy().tobytes())
+    return path

@@ -10,17 +10,12 @@ quick CPU run (64x64 pixels, 4 frames, 2 steps). Host tests: skipped with a mess
 from __future__ import annotations
 
 import json
-import math
-import wave
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
-from PIL import Image
 
 import comfy_host
-from comfy_host import ComfyServer
+from comfy_host import ComfyServer, write_clicks, write_image, write_random_motion_module, write_small_imagebind
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
@@ -33,57 +28,6 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FILE_INPUTS = {"ckpt_name", "motion_module", "encoder_name", "image", "audio"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 FRAMES, FPS, SIZE, STEPS = 4, 6.0, 64, 2
-
-
-def write_random_motion_module(path: Path) -> Path:
-    """A full-size SD1.5 AVSyncD motion module with small random weights, in fp16 (about 620 MB)."""
-    from avsync_core.motion_io import save_motion_module
-    from avsync_core.motion_module import MotionConfig, MotionModule
-
-    with torch.device("meta"):
-        motion = MotionModule(MotionConfig())
-    generator = torch.Generator().manual_seed(0)
-    state = {k: (0.02 * torch.randn(v.shape, generator=generator)).half() for k, v in motion.state_dict().items()}
-    motion.load_state_dict(state, assign=True)
-    save_motion_module(path, motion)
-    return path
-
-
-def write_small_imagebind(path: Path) -> Path:
-    """ImageBind's audio branch with the real token width (768, what the motion module attends to), one block."""
-    from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder
-
-    torch.manual_seed(0)
-    ImageBindAudioEncoder(ImageBindAudioConfig(embed_dim=768, depth=1, num_heads=12, out_dim=32)).save_safetensors(path)
-    return path
-
-
-def write_image(path: Path) -> Path:
-    gradient = torch.linspace(0, 255, 96).to(torch.uint8)
-    pixels = torch.stack(
-        [
-            gradient[None].expand(80, -1),
-            gradient[:80, None].expand(-1, 96),
-            torch.full((80, 96), 90, dtype=torch.uint8),
-        ],
-        -1,
-    )
-    Image.fromarray(pixels.numpy()).save(path)
-    return path
-
-
-def write_clicks(path: Path, seconds: float = 1.0, rate: int = 22050) -> Path:
-    """Stereo 16-bit clicks, three per second."""
-    n = int(seconds * rate)
-    t = torch.arange(n)
-    clicks = ((t % (rate // 3)) < rate // 50).float() * torch.sin(2 * math.pi * 440 * t / rate)
-    samples = (torch.stack([clicks, 0.5 * clicks], 1) * 20000).to(torch.int16)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(2)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(samples.numpy().tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +123,9 @@ def test_the_pack_offers_its_ui_workflows_as_templates(server):
 
 def _widget_names(spec: dict) -> list[tuple[str, str]]:
     """The frontend's widgets_values layout: (input name, role) in input order, with the extra control and
-    upload entries it saves after some widgets."""
-    names = []
+    upload entries it saves after some widgets. An audio upload's player and button are inputs the frontend adds
+    at the end of the required ones, so their (empty) entries follow the last required widget."""
+    names, audio_upload = [], []
     for section in ("required", "optional"):
         for name in spec["input_order"].get(section, []):
             input_spec = spec["input"][section][name]
@@ -193,7 +138,9 @@ def _widget_names(spec: dict) -> list[tuple[str, str]]:
             if options.get("image_upload"):
                 names.append((name, "upload"))
             if options.get("audio_upload"):
-                names += [(name, "upload"), (name, "preview")]
+                audio_upload = [(name, "preview"), (name, "upload")]
+        if section == "required":
+            names += audio_upload
     return names
 
 

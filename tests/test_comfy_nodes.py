@@ -136,7 +136,7 @@ def encode(encoder, seconds: float = 1.0, max_windows: int = 1, frames: int = FR
     from comfyui_avsync.nodes.audio_nodes import AVSyncEncodeAudio
 
     with torch.inference_mode():
-        return AVSyncEncodeAudio().encode(comfy_audio(seconds), encoder, frames, FPS, max_windows)[0]
+        return AVSyncEncodeAudio().encode(comfy_audio(seconds), encoder, frames, FPS, max_windows)["result"][0]
 
 
 @pytest.fixture(scope="module")

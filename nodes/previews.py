@@ -1,0 +1,21 @@
+"""Pictures a node shows in the page: saved to ComfyUI's temp folder like core Preview Image, also returned as IMAGE."""
+
+from __future__ import annotations
+
+import torch
+
+from ..avsync_core.audio import AudioCondition, Waveform
+from ..avsync_core.audio.preview import render_frame_preview
+
+
+def frame_preview_image(waveform: Waveform, condition: AudioCondition) -> torch.Tensor:
+    """(1, H, W, 3) float IMAGE of what each frame hears (avsync_core.audio.preview)."""
+    pixels = render_frame_preview(waveform, condition.windows, condition.frames, condition.fps)
+    return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
+
+
+def save_preview(images: torch.Tensor) -> dict:
+    """The node's ``ui`` value: the images written to the temp folder by core Preview Image's own saver."""
+    import nodes as comfy_nodes  # ComfyUI's nodes.py (this package is not top-level, so no clash)
+
+    return comfy_nodes.PreviewImage().save_images(images, filename_prefix="AVSyncAudioPreview")["ui"]

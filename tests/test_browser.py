@@ -1,0 +1,379 @@
+"""The pack in ComfyUI's own page, in headless Chromium: the shipped workflows open cleanly, a sound is uploaded
+through AVSync Load Audio's button and plays, a file that is not sound is refused in the page, and Run renders the
+video and Encode Audio's per-frame preview.
+
+Runs against a real server with the pack and small random models (see test_comfy_e2e.py). Needs Debian's
+`chromium` (scripts/setup_env.sh installs it as root) and the `playwright` package (the `test` extra), which drives
+that binary; playwright's own browser download is never used. Without them the tests are skipped with a message,
+and fail under CI=true. Screenshots of every step go to outputs/browser_screenshots/ (the path is printed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from workflow_boxes import group_problems, node_boxes, overlapping_pairs
+
+import comfy_host
+from comfy_host import ComfyServer, write_clicks, write_image, write_random_motion_module, write_small_imagebind
+
+pytestmark = [pytest.mark.browser, pytest.mark.host, pytest.mark.slow]
+
+WORKFLOWS = sorted((comfy_host.REPO_ROOT / "workflows").glob("*.json"))
+MAIN = comfy_host.REPO_ROOT / "workflows" / "avsync_image_audio_to_video.json"
+SCREENSHOTS = comfy_host.REPO_ROOT / "outputs" / "browser_screenshots"
+# Placeholder file names the shipped workflows carry (workflows/README.md): the page asks the server for them.
+PLACEHOLDERS = ("lion.png", "lion_roar.wav")
+FRAMES, FPS, SIZE, STEPS, SOUND_SECONDS = 4, 2.0, 64, 1, 2.0  # 4 frames at 2 fps: one 2 s clip, as trained
+VIEWPORT = {"width": 1920, "height": 1080}
+
+
+def unavailable(message: str) -> None:
+    """Skip with the reason outside CI; in CI (CI=true) a missing browser is a broken setup, so fail."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(message + " (CI=true: the browser tests must run)")
+    pytest.skip(message)
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("AVSYNC_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        unavailable(
+            "Chromium not found: install Debian's package (`apt-get install chromium`; scripts/setup_env.sh "
+            "does it when run as root) or point AVSYNC_CHROMIUM at a Chromium binary."
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        unavailable("The playwright package is missing: pip install -e '.[test]'.")
+    return path
+
+
+def say(request, line: str) -> None:
+    """Print past pytest's output capture, so the reader sees it even when the test passes."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n{line}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def shots(request) -> Path:
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    yield SCREENSHOTS
+    say(
+        request, f"browser screenshots in {SCREENSHOTS}: {', '.join(sorted(p.name for p in SCREENSHOTS.glob('*.png')))}"
+    )
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory):
+    comfy_host.require_comfyui()
+    checkpoint = comfy_host.session_random_sd15_checkpoint()
+    work = tmp_path_factory.mktemp("browser_models")
+    with ComfyServer(plugin=True) as running:
+        running.files = SimpleNamespace(
+            ckpt=running.add_model("checkpoints", checkpoint),
+            motion=running.add_model("avsyncd", write_random_motion_module(work / "random_motion.safetensors")),
+            encoder=running.add_model("imagebind", write_small_imagebind(work / "imagebind_768_1block.safetensors")),
+            image=running.upload_input(write_image(work / "browser_first_frame.png")),
+            sound=write_clicks(work / "browser_clicks.wav", seconds=SOUND_SECONDS),  # uploaded through the page
+            not_sound=work / "notes.txt",
+        )
+        running.files.not_sound.write_text("These are notes, not a sound.\n")
+        yield running
+
+
+class Page:
+    """The ComfyUI page and the errors it reported since the last `take_errors()`."""
+
+    def __init__(self, page, shots: Path):
+        self.page, self.shots, self.errors = page, shots, []
+        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        page.on("console", lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+
+    def take_errors(self) -> list[str]:
+        errors, self.errors = self.errors, []
+        # A file the page cannot find answers 404 (the HTTP line) and the browser logs a console line for it.
+        errors = [
+            e
+            for e in errors
+            if e != "console: Failed to load resource: the server responded with a status of 404 (Not Found)"
+        ]
+        return [
+            e for e in errors if not any(f"filename={name}&" in e and e.startswith("HTTP 404") for name in PLACEHOLDERS)
+        ]
+
+    def js(self, script: str, arg=None):
+        return self.page.evaluate(script, arg)
+
+    def load(self, workflow: dict) -> None:
+        self.js("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+        self.page.wait_for_timeout(1500)  # DOM widgets and previews settle
+
+    def node_id(self, node_type: str) -> int:
+        (node_id,) = self.js("(t) => app.graph._nodes.filter(n => n.type === t).map(n => n.id)", node_type)
+        return node_id
+
+    def set_widget(self, node_type: str, name: str, value) -> None:
+        self.js(
+            """([t, name, value]) => {
+            const node = app.graph._nodes.find(n => n.type === t);
+            const widget = node.widgets.find(w => w.name === name);
+            widget.value = value;
+            widget.callback?.(value);
+        }""",
+            [node_type, name, value],
+        )
+
+    def rendered_workflow(self) -> tuple[dict, float]:
+        """Nodes and groups as the page holds them now (sizes after the frontend fitted the widgets)."""
+        return self.js("""() => ({
+            nodes: app.graph._nodes.map(n => ({id: n.id, type: n.type, title: n.title, pos: [...n.pos],
+                                              size: [...n.size]})),
+            groups: app.graph._groups.map(g => ({title: g.title, bounding: [...g._bounding], font_size: g.font_size})),
+        })"""), self.js("() => LiteGraph.NODE_TITLE_HEIGHT")
+
+    def fit(self, node_ids: list[int] | None = None, margin: float = 40) -> None:
+        """Zoom the canvas onto some nodes (all by default)."""
+        self.js(
+            """([ids, margin]) => {
+            const nodes = app.graph._nodes.filter(n => !ids || ids.includes(n.id));
+            const title = LiteGraph.NODE_TITLE_HEIGHT;
+            const x0 = Math.min(...nodes.map(n => n.pos[0])) - margin;
+            const y0 = Math.min(...nodes.map(n => n.pos[1] - title)) - margin;
+            const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])) + margin;
+            const y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1])) + margin;
+            const canvas = app.canvas.canvas, ds = app.canvas.ds;
+            const width = canvas.clientWidth, height = canvas.clientHeight;
+            ds.scale = Math.min(width / (x1 - x0), height / (y1 - y0), 1.5);
+            ds.offset[0] = -x0 + (width / ds.scale - (x1 - x0)) / 2;
+            ds.offset[1] = -y0 + (height / ds.scale - (y1 - y0)) / 2;
+            app.canvas.setDirty(true, true);
+        }""",
+            [node_ids, margin],
+        )
+        self.page.wait_for_timeout(400)
+
+    def screenshot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"))
+
+    def widget_centre(self, node_type: str, widget_name: str) -> tuple[float, float]:
+        """Where a canvas-drawn widget of a node is on the screen."""
+        return tuple(
+            self.js(
+                """([t, name]) => {
+            const node = app.graph._nodes.find(n => n.type === t);
+            const widget = node.widgets.find(w => w.name === name);
+            const height = widget.computeSize?.(node.size[0])?.[1] ?? LiteGraph.NODE_WIDGET_HEIGHT;
+            const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
+                                                                 node.pos[1] + widget.last_y + height / 2]);
+            const rect = app.canvas.canvas.getBoundingClientRect();
+            return [rect.left + x, rect.top + y];
+        }""",
+                [node_type, widget_name],
+            )
+        )
+
+    def upload_through_button(self, path: Path) -> None:
+        with self.page.expect_file_chooser() as chooser:
+            self.page.mouse.click(*self.widget_centre("AVSyncLoadAudio", "upload"))
+        chooser.value.set_files(str(path))
+
+
+@pytest.fixture(scope="module")
+def page(server, chromium, shots):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
+        )
+        try:
+            # A new user would first see the template gallery, a minimap hides part of the canvas, and zoomed-out
+            # overview screenshots would drop all text (level of detail); turn the three off.
+            status, _ = server.post_json(
+                "/settings",
+                {
+                    "Comfy.TutorialCompleted": True,
+                    "Comfy.Minimap.Visible": False,
+                    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                },
+            )
+            assert status == 200
+            tab = browser.new_page(viewport=VIEWPORT)
+            ui = Page(tab, shots)
+            tab.goto(server.url)
+            tab.wait_for_function(
+                "() => window.app?.graph && window.app.canvas?.canvas && window.LiteGraph && app.extensions.length > 0",
+                timeout=90_000,
+            )
+            tab.wait_for_timeout(3000)  # the extensions and settings finish loading
+            # Startup noise of a fresh user folder (no settings or workflows saved yet) is not the pack's business.
+            ui.startup_errors = ui.take_errors()
+            yield ui
+        finally:
+            browser.close()
+
+
+def extension_loaded(page: Page) -> bool:
+    return page.js("() => app.extensions.some(e => e.name === 'AVSync.LoadAudio')")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_opens_with_known_nodes_no_errors_and_no_overlaps(page, path):
+    assert extension_loaded(page), "web/avsync.js was not loaded (WEB_DIRECTORY)"
+    workflow = json.loads(path.read_text())
+    page.load(workflow)
+    page.fit()
+    page.screenshot(f"01_open_{path.stem}")
+    missing = page.js(
+        "(types) => types.filter(t => !(t in LiteGraph.registered_node_types))",
+        sorted({n["type"] for n in workflow["nodes"]}),
+    )
+    assert missing == []
+    assert page.take_errors() == []
+    rendered, title_height = page.rendered_workflow()
+    assert len(rendered["nodes"]) == len(workflow["nodes"])
+    boxes = node_boxes(rendered, title_height)
+    assert overlapping_pairs(boxes) == [], "nodes drawn over each other"
+    assert group_problems(rendered, boxes) == []
+
+
+def test_upload_a_sound_through_the_button_selects_and_plays_it(page, server):
+    page.load(json.loads(MAIN.read_text()))
+    load_audio = page.node_id("AVSyncLoadAudio")
+    page.fit([load_audio, page.node_id("AVSyncImageBindLoader")])
+    page.screenshot("02_load_audio_before_upload")
+    sound = server.files.sound
+    page.upload_through_button(sound)
+    page.page.wait_for_function(
+        """(name) => app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio')
+        .widgets.find(w => w.name === 'audio').value === name""",
+        arg=sound.name,
+        timeout=20_000,
+    )
+    assert (server.input_dir / sound.name).read_bytes() == sound.read_bytes(), "the upload lands in input/"
+    player = "app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').widgets.find(w => w.name === 'audioUI').element"
+    page.page.wait_for_function(f"() => {player}.readyState >= 1", timeout=20_000)
+    src, duration = page.js(f"() => [{player}.src, {player}.duration]")
+    assert f"filename={sound.name}" in src and "type=input" in src
+    assert duration == pytest.approx(SOUND_SECONDS, abs=0.05)
+    page.js(f"async () => {{ const a = {player}; a.muted = true; await a.play(); }}")
+    page.page.wait_for_function(f"() => {player}.currentTime > 0.2", timeout=20_000)
+    page.js(f"() => {{ const a = {player}; a.pause(); a.currentTime = 0; }}")
+    assert page.js("() => app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').avsyncAudioError ?? null") is None
+    page.page.wait_for_timeout(300)
+    page.screenshot("03_load_audio_after_upload")
+    assert page.take_errors() == []
+
+
+def test_a_file_that_is_not_sound_gets_a_clear_error_and_the_server_keeps_serving(page, server):
+    page.upload_through_button(server.files.not_sound)
+    toast = page.page.get_by_text("The page cannot play 'notes.txt'", exact=False).first
+    toast.wait_for(timeout=20_000)
+    message = page.js("() => app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').avsyncAudioError")
+    assert message == "Cannot play 'notes.txt': not a sound?"
+    page.page.wait_for_timeout(800)  # the notification has faded in
+    page.screenshot("04_not_a_sound_refused")
+    assert server.get_json("/system_stats")["system"]["comfyui_version"], "the server still answers"
+    assert page.take_errors() == []  # the refusal is the node's message and the notification, not a page error
+    page.set_widget("AVSyncLoadAudio", "audio", server.files.sound.name)
+    page.page.wait_for_function(
+        """() => !app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').avsyncAudioError""", timeout=20_000
+    )  # a playable choice clears the message
+
+
+def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, server, request):
+    from avsync_core.audio import clip_windows
+    from avsync_core.audio.preview import band_colour, padding_colour, preview_layout
+
+    files = server.files
+    if not (server.input_dir / files.sound.name).is_file():  # when run alone
+        server.upload_input(files.sound)
+    page.load(json.loads(MAIN.read_text()))
+    for node_type, name, value in [
+        ("CheckpointLoaderSimple", "ckpt_name", files.ckpt),
+        ("AVSyncMotionModuleLoader", "motion_module", files.motion),
+        ("AVSyncImageBindLoader", "encoder_name", files.encoder),
+        ("LoadImage", "image", files.image),
+        ("ImageScale", "width", SIZE),
+        ("ImageScale", "height", SIZE),
+        ("AVSyncEncodeAudio", "frames", FRAMES),
+        ("AVSyncEncodeAudio", "fps", FPS),
+        ("AVSyncEncodeAudio", "max_windows", 1),
+        ("CreateVideo", "fps", FPS),
+        ("AVSyncSampler", "steps", STEPS),
+        ("AVSyncLoadAudio", "audio", files.sound.name),
+    ]:
+        page.set_widget(node_type, name, value)
+    before = set(server.get_json("/history"))
+    page.page.locator("[data-testid='queue-button']").first.click()
+    save_video, encode = page.node_id("SaveVideo"), page.node_id("AVSyncEncodeAudio")
+    deadline = time.monotonic() + 240
+    while not (set(server.get_json("/history")) - before):
+        assert time.monotonic() < deadline, f"no run finished; page errors {page.take_errors()}\n{server.log_tail(60)}"
+        queue = server.get_json("/queue")
+        idle = not queue["queue_running"] and not queue["queue_pending"]
+        if idle and time.monotonic() > deadline - 225 and not set(server.get_json("/history")) - before:
+            pytest.fail(f"Run queued nothing: {page.take_errors()}\n{server.log_tail(60)}")
+        time.sleep(1)
+    (prompt_id,) = set(server.get_json("/history")) - before
+    server.wait_for(prompt_id, timeout=30)  # raises with the node's error if the run failed
+    took = re.findall(r"Prompt executed in ([\d.]+ \w+)", server.log_text())
+    if took:
+        say(request, f"the workflow ran in the page in {took[-1]}")
+    page.fit()  # Save Video's player is created once the node is on screen
+    page.page.locator("video[src*='avsync']").first.wait_for(state="attached", timeout=30_000)
+    page.page.wait_for_function(
+        "() => [...document.querySelectorAll('video')].some(v => v.readyState >= 1)", timeout=30_000
+    )
+    outputs = page.js("(id) => app.nodeOutputs[String(id)] ?? null", encode)
+    assert outputs and len(outputs["images"]) == 1, outputs
+    page.fit()
+    page.screenshot("05_after_run_whole_graph")
+    page.fit([save_video])
+    page.screenshot("06_save_video_preview")
+    page.fit([encode])
+    page.screenshot("07_encode_audio_preview")
+
+    shown = outputs["images"][0]
+    response = page.page.request.get(
+        f"{server.url}/api/view?filename={shown['filename']}&type={shown['type']}&subfolder={shown['subfolder']}"
+    )
+    assert response.ok
+    image = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+    windows = clip_windows(SOUND_SECONDS, FRAMES, FPS, 1)
+    layout = preview_layout(windows, FRAMES, FPS)
+    assert image.shape == (layout.height, layout.width, 3) and image.std() > 10
+    bands = 0
+    for frame in range(FRAMES):
+        top, bottom = layout.lane(frame)
+        row = image[(top + bottom) // 2]
+        hit = np.any([np.all(row == colour, axis=1) for colour in (band_colour(frame), padding_colour(frame))], axis=0)
+        bands += int(np.count_nonzero(np.diff(np.concatenate([[0], hit.astype(np.int8), [0]])) == 1))
+    assert bands == FRAMES, "one shaded band per frame"
+
+    rendered, title_height = page.rendered_workflow()
+    boxes = node_boxes(rendered, title_height)
+    assert overlapping_pairs(boxes) == [] and group_problems(rendered, boxes) == []
+    assert page.take_errors() == []
