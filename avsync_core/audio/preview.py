@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InvalidInputError
-from .decode import SAMPLE_RATE, Waveform, mix_to_mono
 from .imagebind import ImageBindAudioConfig
 from .mel import CLIP_SECONDS, FRAME_LENGTH_MS, FRAME_SHIFT_MS
 from .segments import segment_time_windows
+from .waveform import SAMPLE_RATE, Waveform, mix_to_mono
 from .windows import ClipWindow
 
 _STEM = ImageBindAudioConfig()
