@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -78,9 +78,13 @@ class BasicR2P1DBlock(nn.Module):
         super().__init__()
         spatial_stride = (1, stride[1], stride[2])
         temporal_stride = (stride[0], 1, 1)
-        self.spt_conv1 = nn.Conv3d(in_planes, out_planes, (1, 3, 3), stride=spatial_stride, padding=(0, 1, 1), bias=False)
+        self.spt_conv1 = nn.Conv3d(
+            in_planes, out_planes, (1, 3, 3), stride=spatial_stride, padding=(0, 1, 1), bias=False
+        )
         self.spt_bn1 = nn.BatchNorm3d(out_planes)
-        self.tmp_conv1 = nn.Conv3d(out_planes, out_planes, (3, 1, 1), stride=temporal_stride, padding=(1, 0, 0), bias=False)
+        self.tmp_conv1 = nn.Conv3d(
+            out_planes, out_planes, (3, 1, 1), stride=temporal_stride, padding=(1, 0, 0), bias=False
+        )
         self.tmp_bn1 = nn.BatchNorm3d(out_planes)
         self.spt_conv2 = nn.Conv3d(out_planes, out_planes, (1, 3, 3), padding=(0, 1, 1), bias=False)
         self.spt_bn2 = nn.BatchNorm3d(out_planes)
@@ -152,7 +156,7 @@ class AVSyncClassifier(nn.Module):
         self.head = head
 
     @classmethod
-    def build(cls, head_config: Mapping | None = None) -> "AVSyncClassifier":
+    def build(cls, head_config: Mapping | None = None) -> AVSyncClassifier:
         """The official architecture with PyTorch's default (random) initialisation."""
         return cls(AudioConv2DNet(), VideoR2Plus1DNet(), FCHead(**(head_config or {}))).eval()
 
@@ -172,14 +176,16 @@ class AVSyncClassifier(nn.Module):
     @classmethod
     def from_state_dicts(
         cls, parts: Mapping[str, Mapping[str, torch.Tensor]], head_config: Mapping | None, source: str
-    ) -> "AVSyncClassifier":
+    ) -> AVSyncClassifier:
         """Build from one state dict per part (official names, without the part prefix)."""
         try:
             head = {k: head_config[k] for k in ("dim", "out_dim", "dropout") if k in head_config} if head_config else {}
             with torch.device("meta"):
                 model = cls.build(head)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: the head config {dict(head_config or {})} does not fit ({exc}).") from None
+            raise CheckpointError(
+                f"{source}: the head config {dict(head_config or {})} does not fit ({exc})."
+            ) from None
         for name in PARTS:
             module: nn.Module = getattr(model, name)
             state = dict(parts[name])
@@ -196,12 +202,14 @@ class AVSyncClassifier(nn.Module):
                     f"{source}: this is not the AVSync classifier's {name} ({_CLASS_NAMES[name]}). "
                     f"Missing: {_few(missing)}. Unexpected: {_few(unexpected)}. Wrong shape: {_few(wrong)}."
                 )
-            state = {k: v if not v.is_floating_point() or v.dtype == torch.float32 else v.float() for k, v in state.items()}
+            state = {
+                k: v if not v.is_floating_point() or v.dtype == torch.float32 else v.float() for k, v in state.items()
+            }
             module.load_state_dict(state, strict=True, assign=True)
         return model.requires_grad_(False).eval()
 
     @classmethod
-    def from_official_folder(cls, path: str | os.PathLike) -> "AVSyncClassifier":
+    def from_official_folder(cls, path: str | os.PathLike) -> AVSyncClassifier:
         """The released ``.../modules/`` folder (or a folder that contains ``modules/``)."""
         root = Path(os.fspath(path))
         if not root.is_dir():
@@ -231,7 +239,7 @@ class AVSyncClassifier(nn.Module):
         return cls.from_state_dicts(parts, configs["head"], str(root))
 
     @classmethod
-    def from_safetensors(cls, path: str | os.PathLike) -> "AVSyncClassifier":
+    def from_safetensors(cls, path: str | os.PathLike) -> AVSyncClassifier:
         """The single file written by :meth:`save_safetensors`."""
         p = Path(os.fspath(path))
         if not p.is_file():
@@ -262,7 +270,7 @@ class AVSyncClassifier(nn.Module):
         return cls.from_state_dicts(parts, head_config, str(p))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "AVSyncClassifier":
+    def from_file(cls, path: str | os.PathLike) -> AVSyncClassifier:
         """Either source: the released folder or our safetensors file."""
         p = Path(os.fspath(path))
         if p.is_dir():
@@ -273,9 +281,7 @@ class AVSyncClassifier(nn.Module):
                 "head/) or a converted avsync_classifier.safetensors."
             )
         if p.suffix != ".safetensors":
-            raise CheckpointError(
-                f"{p} is neither the classifier's modules/ folder nor a converted .safetensors file."
-            )
+            raise CheckpointError(f"{p} is neither the classifier's modules/ folder nor a converted .safetensors file.")
         return cls.from_safetensors(p)
 
     def save_safetensors(self, path: str | os.PathLike) -> None:

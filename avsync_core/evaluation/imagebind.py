@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ class ImageBindVisionConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ImageBindVisionConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageBindVisionConfig:
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise CheckpointError(f"Unknown ImageBind vision config entries {unknown}.")
@@ -161,9 +162,12 @@ class ImageBindVisionEncoder(nn.Module):
 
     @classmethod
     def from_state_dict(
-        cls, tensors: Mapping[str, torch.Tensor], source: str, num_heads: int | None = None,
+        cls,
+        tensors: Mapping[str, torch.Tensor],
+        source: str,
+        num_heads: int | None = None,
         config: ImageBindVisionConfig | None = None,
-    ) -> "ImageBindVisionEncoder":
+    ) -> ImageBindVisionEncoder:
         """From ImageBind-named tensors (``modality_*.vision.*``); other modalities are ignored."""
         state: dict[str, torch.Tensor] = {}
         for key, value in tensors.items():
@@ -206,7 +210,9 @@ class ImageBindVisionEncoder(nn.Module):
         }
 
 
-def _infer_vision_config(state: Mapping[str, torch.Tensor], source: str, num_heads: int | None) -> ImageBindVisionConfig:
+def _infer_vision_config(
+    state: Mapping[str, torch.Tensor], source: str, num_heads: int | None
+) -> ImageBindVisionConfig:
     try:
         dim, channels, kernel_frames, patch, patch_w = state["stem.weight"].shape
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
@@ -221,11 +227,19 @@ def _infer_vision_config(state: Mapping[str, torch.Tensor], source: str, num_hea
     if num_heads is None:
         num_heads = _VIT_H_HEADS if dim == _VIT_H_WIDTH else dim // 64 if dim % 64 == 0 else None
         if num_heads is None:
-            raise CheckpointError(f"{source}: cannot tell the vision head count of a {dim}-wide trunk; pass vision_heads.")
+            raise CheckpointError(
+                f"{source}: cannot tell the vision head count of a {dim}-wide trunk; pass vision_heads."
+            )
     try:
         return ImageBindVisionConfig(
-            embed_dim=dim, depth=depth, num_heads=num_heads, out_dim=out_dim, patch=patch, kernel_frames=kernel_frames,
-            image_size=side * patch, mlp_hidden=mlp_hidden,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=num_heads,
+            out_dim=out_dim,
+            patch=patch,
+            kernel_frames=kernel_frames,
+            image_size=side * patch,
+            mlp_hidden=mlp_hidden,
         )
     except InvalidInputError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
@@ -264,10 +278,15 @@ class ImageBindImageAudio(nn.Module):
 
     @classmethod
     def from_state_dict(
-        cls, tensors: Mapping[str, torch.Tensor], source: str, *, vision_heads: int | None = None,
-        audio_heads: int | None = None, vision_config: ImageBindVisionConfig | None = None,
+        cls,
+        tensors: Mapping[str, torch.Tensor],
+        source: str,
+        *,
+        vision_heads: int | None = None,
+        audio_heads: int | None = None,
+        vision_config: ImageBindVisionConfig | None = None,
         audio_config: ImageBindAudioConfig | None = None,
-    ) -> "ImageBindImageAudio":
+    ) -> ImageBindImageAudio:
         vision = ImageBindVisionEncoder.from_state_dict(tensors, source, vision_heads, vision_config)
         audio_tensors = {k: v for k, v in tensors.items() if is_branch_key(k, _AUDIO)}
         if not audio_tensors:
@@ -278,7 +297,7 @@ class ImageBindImageAudio(nn.Module):
     @classmethod
     def from_file(
         cls, path: str | os.PathLike, *, vision_heads: int | None = None, audio_heads: int | None = None
-    ) -> "ImageBindImageAudio":
+    ) -> ImageBindImageAudio:
         """imagebind_huge.pth (only the vision and audio tensors are read) or a safetensors file with those keys.
 
         Head counts are not stored in ImageBind's weights: files written by :meth:`save_safetensors` carry them;
@@ -286,7 +305,9 @@ class ImageBindImageAudio(nn.Module):
         """
         p = Path(os.fspath(path))
         if not p.is_file():
-            raise CheckpointError(f"ImageBind checkpoint not found: {p} (expected imagebind_huge.pth or a .safetensors).")
+            raise CheckpointError(
+                f"ImageBind checkpoint not found: {p} (expected imagebind_huge.pth or a .safetensors)."
+            )
         vision_config = audio_config = None
         if p.suffix == ".safetensors":
             metadata = read_safetensors_metadata(p)
@@ -298,7 +319,11 @@ class ImageBindImageAudio(nn.Module):
                     raise CheckpointError(f"{p}: its config metadata is missing or broken ({exc}).") from None
         tensors = read_state_dict(p, keep=lambda k: is_branch_key(k, _VISION) or is_branch_key(k, _AUDIO))
         return cls.from_state_dict(
-            tensors, str(p), vision_heads=vision_heads, audio_heads=audio_heads, vision_config=vision_config,
+            tensors,
+            str(p),
+            vision_heads=vision_heads,
+            audio_heads=audio_heads,
+            vision_config=vision_config,
             audio_config=audio_config,
         )
 

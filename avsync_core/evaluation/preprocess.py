@@ -74,7 +74,9 @@ def preprocess_video(video: torch.Tensor) -> torch.Tensor:
     b, c, f, h, w = video.shape
     transform = transforms.Compose(
         [
-            transforms.Resize((IMAGE_SIZE, IMAGE_SIZE), interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+            transforms.Resize(
+                (IMAGE_SIZE, IMAGE_SIZE), interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
+            ),
             transforms.CenterCrop(IMAGE_SIZE),
             transforms.Normalize(mean=CLIP_MEAN, std=CLIP_STD),
         ]
