@@ -202,10 +202,7 @@ class AVSyncClassifier(nn.Module):
                     f"{source}: this is not the AVSync classifier's {name} ({_CLASS_NAMES[name]}). "
                     f"Missing: {_few(missing)}. Unexpected: {_few(unexpected)}. Wrong shape: {_few(wrong)}."
                 )
-            state = {
-                k: v if not v.is_floating_point() or v.dtype == torch.float32 else v.float() for k, v in state.items()
-            }
-            module.load_state_dict(state, strict=True, assign=True)
+            module.load_state_dict({k: _owned(v) for k, v in state.items()}, strict=True, assign=True)
         return model.requires_grad_(False).eval()
 
     @classmethod
@@ -293,6 +290,15 @@ class AVSyncClassifier(nn.Module):
             "head_config": json.dumps(self.head.config),
         }
         write_safetensors_atomic(Path(os.fspath(path)), tensors, metadata)
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 in memory of its own: tensors read from safetensors can sit at unaligned file offsets, where CPU
+    kernels take another code path and the same weights give scores that differ in the last bit."""
+    if tensor.is_floating_point() and tensor.dtype != torch.float32:
+        return tensor.float()
+    aligned = tensor.data_ptr() % 64 == 0 and tensor.is_contiguous()
+    return tensor if aligned else tensor.clone(memory_format=torch.contiguous_format)
 
 
 def _few(items: Sequence[str], n: int = 4) -> str:

@@ -45,10 +45,12 @@ def _clip_mel(path: Path, start: float) -> torch.Tensor:
     return melspectrogram(decode_audio(path, start, CLIP_SECONDS, sample_rate=SAMPLE_RATE, mono=True).samples)
 
 
-def check_generated_clip(path: str | os.PathLike) -> None:
-    """A generated clip must be the metrics' unit: 12 frames at 6 fps."""
+def check_generated_clip(path: str | os.PathLike, needs_sound: bool = False) -> None:
+    """A generated clip must be the metrics' unit: 12 frames at 6 fps (with a sound track if ``needs_sound``)."""
     p = Path(os.fspath(path))
     info = probe_video(p)
+    if needs_sound and not info.has_audio:
+        raise InvalidInputError(f"{p} has no sound track; give the clip's audio with --audio.")
     frames = round(info.video_duration * info.fps) if info.fps else 0
     if info.fps is None or abs(info.fps - CLIP_FPS) > _FPS_TOLERANCE or frames != CLIP_FRAMES:
         rate = f"{info.fps:g} fps" if info.fps else "an unknown frame rate"
@@ -65,13 +67,11 @@ def load_generated_clip(
 ) -> Clip:
     """A generated 12-frame clip with its own sound track, or with the centre 2 s of a separate audio file."""
     p = Path(os.fspath(path))
-    check_generated_clip(p)
+    check_generated_clip(p, needs_sound=audio is None)
     frames = _frames(p, 0.0, image_size)
     if audio is not None:
         sound = decode_audio(audio, sample_rate=None, mono=True)
         return Clip(frames, audio_to_mel(sound.samples, sound.sample_rate))
-    if not probe_video(p).has_audio:
-        raise InvalidInputError(f"{p} has no sound track; give the clip's audio with --audio.")
     return Clip(frames, _clip_mel(p, 0.0))
 
 

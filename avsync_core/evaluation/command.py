@@ -124,7 +124,7 @@ def _single_jobs(args: argparse.Namespace) -> list[Job]:
         raise InvalidInputError(
             "AlignSync needs --ref-video: the real clip whose first frame the animation starts from."
         )
-    check_generated_clip(args.video)
+    check_generated_clip(args.video, needs_sound=args.audio is None)
     if args.ref_video is not None:
         check_generated_clip(args.ref_video)
     return [Job(args.video.name, args.video, args.audio, args.ref_video, None, args.ref_audio)]
@@ -167,7 +167,7 @@ def _folder_jobs(args: argparse.Namespace) -> list[Job]:
         needs_reference = bool(set(args.metric) & {"relsync", "alignsync"})
         starts = reference_clip_starts(reference, args.clips_per_video) if needs_reference else [None] * len(generated)
         for path, start in zip(generated, starts):
-            check_generated_clip(path)
+            check_generated_clip(path, needs_sound=True)
             jobs.append(
                 Job(
                     path.relative_to(args.generated_dir).as_posix(),
@@ -358,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output is None and args.generated_dir is not None:
         output = args.generated_dir / "sync_metrics.json"
     if output is not None:
-        settings = {"device": str(device), "image_size": args.image_size, "clips_per_video": args.clips_per_video}
+        settings = {"device": str(device), "image_size": args.image_size}
+        if args.generated_dir is not None:
+            settings["clips_per_video"] = args.clips_per_video
         write_report(output, rows, columns, summary, settings)
         print(f"wrote {output}", file=sys.stderr)
     for column in columns:
