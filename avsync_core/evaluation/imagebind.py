@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -317,7 +318,7 @@ class ImageBindImageAudio(nn.Module):
                     audio_config = ImageBindAudioConfig.from_dict(json.loads(metadata["audio_config"]))
                 except (KeyError, ValueError, TypeError, InvalidInputError) as exc:
                     raise CheckpointError(f"{p}: its config metadata is missing or broken ({exc}).") from None
-        tensors = read_state_dict(p, keep=lambda k: is_branch_key(k, _VISION) or is_branch_key(k, _AUDIO))
+        tensors = _read_branches(p)
         return cls.from_state_dict(
             tensors,
             str(p),
@@ -338,6 +339,34 @@ class ImageBindImageAudio(nn.Module):
             "audio_config": json.dumps(self.audio.config.to_dict()),
         }
         write_safetensors_atomic(Path(os.fspath(path)), tensors, metadata)
+
+
+def _read_branches(path: Path) -> dict[str, torch.Tensor]:
+    """The vision and audio tensors of an ImageBind checkpoint, and nothing else.
+
+    A safetensors file is read key by key. A torch pickle (imagebind_huge.pth) is memory-mapped and its tensors
+    are used in place, backed by the file: copying them out (as ``read_state_dict`` does) would keep both the
+    touched file pages and the copy resident, a peak above loading the whole 4.5 GB file.
+    """
+    keep = lambda key: is_branch_key(key, _VISION) or is_branch_key(key, _AUDIO)
+    if path.suffix == ".safetensors":
+        return read_state_dict(path, keep)
+    try:
+        data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise CheckpointError(f"{path} could not be read as a PyTorch weight file ({exc}).") from None
+        return read_state_dict(path, keep)  # torch's legacy format cannot be memory-mapped: copy what is kept
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: {exc}); "
+            "a pickle that needs code to load is refused."
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (found {type(data).__name__}).")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and keep(k)}
 
 
 def _few(items: Sequence[str], n: int = 4) -> str:
