@@ -348,15 +348,14 @@ def _read_branches(path: Path) -> dict[str, torch.Tensor]:
     are used in place, backed by the file: copying them out (as ``read_state_dict`` does) would keep both the
     touched file pages and the copy resident, a peak above loading the whole 4.5 GB file.
     """
-    keep = lambda key: is_branch_key(key, _VISION) or is_branch_key(key, _AUDIO)
     if path.suffix == ".safetensors":
-        return read_state_dict(path, keep)
+        return read_state_dict(path, _is_needed)
     try:
         data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
     except RuntimeError as exc:
         if "mmap" not in str(exc):
             raise CheckpointError(f"{path} could not be read as a PyTorch weight file ({exc}).") from None
-        return read_state_dict(path, keep)  # torch's legacy format cannot be memory-mapped: copy what is kept
+        return read_state_dict(path, _is_needed)  # torch's legacy format cannot be memory-mapped: copy what is kept
     except (pickle.UnpicklingError, OSError, EOFError, ValueError) as exc:
         raise CheckpointError(
             f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: {exc}); "
@@ -366,7 +365,11 @@ def _read_branches(path: Path) -> dict[str, torch.Tensor]:
         data = data["state_dict"]
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a state dict (found {type(data).__name__}).")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and keep(k)}
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and _is_needed(k)}
+
+
+def _is_needed(key: str) -> bool:
+    return is_branch_key(key, _VISION) or is_branch_key(key, _AUDIO)
 
 
 def _few(items: Sequence[str], n: int = 4) -> str:
