@@ -3,7 +3,7 @@
 Nothing in this package imports ComfyUI; the ComfyUI nodes in ``nodes/`` are thin adapters over it.
 """
 
-from .errors import AVSyncError, AudioError, CheckpointError, InvalidInputError
+from .errors import AudioError, AVSyncError, CheckpointError, InvalidInputError
 
 __version__ = "0.1.0"
 

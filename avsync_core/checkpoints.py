@@ -1,31 +1,53 @@
-"""Reading and writing weight files: safetensors, torch pickles, sharded diffusers folders; atomic writes.
+"""Weight files in and out: the one reader, the one strict loader and the one atomic writer of the project.
 
-Files are opened lazily (safetensors) or memory-mapped (torch), and only the requested keys are copied out,
-so reading the UNet part of a 4 GB checkpoint does not cost 4 GB of RAM.
+Everything that loads weights (SD1.5 parts, motion modules, ImageBind, training checkpoints) goes through
+``read_state_dict`` and ``load_strict``, so every format and wrapper is accepted everywhere and every mismatch is
+reported the same way. Torch files are memory-mapped and safetensors files opened lazily; only the requested
+keys are materialised, so reading the UNet part of a 4 GB checkpoint does not cost 4 GB of RAM. Tensors read
+from a memory-mapped torch file stay backed by the file (copy-on-write) until they are moved or cast.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, preview
+
+log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+_TORCH_WRAPPERS = ("state_dict", "model", "module")  # trainer checkpoints nest the weights under these keys
+
+KeyFilter = Callable[[str], bool]
 
 
-def read_state_dict(path: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of one weight file (or a diffusers shard index), optionally only the keys ``keep`` accepts."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"Weight file not found: {path}")
+def existing_path(path: str | os.PathLike, what: str) -> Path:
+    """``path`` expanded, or a CheckpointError naming what was expected there."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{what} not found: {p}")
+    return p
+
+
+def read_state_dict(path: str | os.PathLike, keep: KeyFilter | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of one weight file (or a diffusers shard index), optionally only the keys ``keep`` accepts.
+
+    Reads safetensors, torch zip files (memory-mapped) and legacy torch pickles, never running pickled code,
+    and unwraps ``{"state_dict": ...}``, ``{"model": ...}`` and ``{"module": ...}`` trainer checkpoints.
+    """
+    path = existing_path(path, "Weight file")
     if path.name.endswith(".index.json"):
         return _read_sharded(path, keep)
     if path.suffix == ".safetensors":
@@ -43,11 +65,26 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
 
 
+def read_json(path: Path, what: str = "config") -> dict:
+    """A JSON object file, or a CheckpointError saying the file is damaged (instead of a JSONDecodeError)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a readable {what} file ({exc}).") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a {what} file: expected a JSON object, found {type(data).__name__}.")
+    return data
+
+
 def find_weights(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:
-    """The weights of a diffusers model folder: safetensors preferred, then .bin, each possibly sharded."""
+    """The weights of a diffusers model folder: safetensors preferred, then .bin, each possibly sharded or a
+    precision variant (``<stem>.fp16.safetensors``)."""
     for name in (f"{stem}.safetensors", f"{stem}.safetensors.index.json", f"{stem}.bin", f"{stem}.bin.index.json"):
         if (folder / name).is_file():
             return folder / name
+    variants = sorted(folder.glob(f"{stem}.*.safetensors")) + sorted(folder.glob(f"{stem}.*.bin"))
+    if variants:
+        return variants[0]
     found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     raise CheckpointError(
         f"No weights in {folder}: expected {stem}.safetensors or {stem}.bin (found: {', '.join(found) or 'nothing'})."
@@ -63,7 +100,44 @@ def model_subfolder(path: Path, name: str) -> Path | None:
     return None
 
 
-def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def load_strict(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    what: str,
+    *,
+    hint: str = "",
+    allow_unexpected: bool = False,
+    assign: bool = True,
+) -> None:
+    """Load ``state`` into ``module`` (assigned when it was built on the meta device), or say what does not fit.
+
+    The error names the source, what it should hold, and the first few missing, unexpected and misshapen keys.
+    ``allow_unexpected`` ignores extra keys (full checkpoints hold more than one part).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = [] if allow_unexpected else sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in sorted(set(own) & set(state))
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        problems = [
+            f"{label}: {preview(items)}"
+            for label, items in (("Missing", missing), ("Unexpected", unexpected), ("With the wrong shape", wrong))
+            if items
+        ]
+        raise CheckpointError(
+            f"{source} does not hold {what}. " + ". ".join(problems) + "." + (f" {hint}" if hint else "")
+        )
+    module.load_state_dict({k: state[k] for k in own}, strict=True, assign=assign)
+
+
+def write_safetensors_atomic(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,37 +158,46 @@ def _fsync(path: str) -> None:
         os.fsync(f.fileno())
 
 
-def _read_safetensors(path: Path, keep: Callable[[str], bool] | None) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys() if keep is None or keep(k)}
-    except CheckpointError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
 
 
-def _read_torch(path: Path, keep: Callable[[str], bool] | None) -> dict[str, torch.Tensor]:
+def _read_torch(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
     try:
-        data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: {exc}). "
-            "If it is a pickle that needs code to load, convert it to .safetensors first."
-        ) from exc
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
+        try:
+            data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            log.warning("%s uses torch's legacy format and cannot be memory-mapped; loading all of it.", path)
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if blocked:
+            raise CheckpointError(
+                f"{path} contains Python objects besides tensors ({blocked.group(1)}) and is not loaded, because "
+                "unpickling it could run code. Convert it to .safetensors first."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged, or not a checkpoint).") from None
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from None
+    for wrapper in _TORCH_WRAPPERS:
+        if isinstance(data, Mapping) and isinstance(data.get(wrapper), Mapping):
+            data = data[wrapper]
+    if not isinstance(data, Mapping):
         raise CheckpointError(f"{path} does not hold a state dict (found {type(data).__name__}).")
-    # Copy out of the memory map so the file can be closed and the pages released.
-    return {k: v.clone() for k, v in data.items() if isinstance(v, torch.Tensor) and (keep is None or keep(k))}
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and (keep is None or keep(k))}
 
 
-def _read_sharded(index: Path, keep: Callable[[str], bool] | None) -> dict[str, torch.Tensor]:
+def _read_sharded(index: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
     try:
-        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{index} is not a valid shard index ({exc}).") from exc
+        weight_map: dict[str, str] = read_json(index, "shard index")["weight_map"]
+    except KeyError as exc:
+        raise CheckpointError(f"{index} is not a valid shard index (no {exc}).") from None
     shards: Iterable[str] = sorted({f for k, f in weight_map.items() if keep is None or keep(k)})
     out: dict[str, torch.Tensor] = {}
     for shard in shards:

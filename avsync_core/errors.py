@@ -22,3 +22,11 @@ class CheckpointError(AVSyncError):
 
 class AudioError(AVSyncError):
     """Audio that cannot be decoded or used."""
+
+
+def preview(items: list[str], limit: int = 5) -> str:
+    """The first few items of a list for a message: ``a, b, c (+4 more)``."""
+    if not items:
+        return "none"
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

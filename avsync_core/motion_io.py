@@ -8,7 +8,6 @@ works everywhere.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,17 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoints import WEIGHT_SUFFIXES, find_weights, read_safetensors_metadata, read_state_dict, write_safetensors_atomic
+from .checkpoints import (
+    WEIGHT_SUFFIXES,
+    existing_path,
+    find_weights,
+    read_safetensors_metadata,
+    read_state_dict,
+    write_safetensors_atomic,
+)
 from .errors import CheckpointError
 from .motion_module import MotionConfig, MotionModule, infer_motion_config, is_motion_key
-from .unet import resolve_official_unet_folder
+from .official import read_official_unet_config, resolve_official_unet_folder
 
 FORMAT = "avsyncd-motion-module"
 FORMAT_VERSION = 1
@@ -83,14 +89,13 @@ def load_motion_module(
 def read_motion_state(
     path: str | os.PathLike, attention_heads: tuple[int, ...] | None = None
 ) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"Motion module not found: {path}")
+    path = existing_path(path, "Motion module")
     if path.is_dir():
         return _read_official_folder(path)
     if path.suffix not in WEIGHT_SUFFIXES:
         raise CheckpointError(
-            f"{path.name} is not an AVSyncD motion module: expected a .safetensors file or an official checkpoint folder."
+            f"{path.name} is not an AVSyncD motion module: expected a .safetensors file or an official checkpoint "
+            "folder."
         )
     metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
     if metadata.get("format") == FORMAT:
@@ -123,12 +128,7 @@ def _read_ours(path: Path, metadata: dict[str, str]) -> tuple[dict[str, torch.Te
 
 def _read_official_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
     folder = resolve_official_unet_folder(path)
-    config = json.loads((folder / "config.json").read_text())
-    if "audio_cross_attention_dim" not in config:
-        raise CheckpointError(
-            f"{folder / 'config.json'} is not an AVSyncD UNet config (it has no audio cross-attention). Point to the "
-            "folder of an official AVSyncD checkpoint (the one holding unet/ and audio_encoder/)."
-        )
+    config = read_official_unet_config(folder)
     state = read_state_dict(find_weights(folder), is_motion_key)
     return state, MotionModuleInfo(MotionConfig.from_unet_config(config), source=str(folder))
 
@@ -136,5 +136,11 @@ def _read_official_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionMo
 def extract_motion_module(official: str | os.PathLike, out: str | os.PathLike) -> MotionModuleInfo:
     """Write the trained part of an official checkpoint as one of our files (about a quarter of the size)."""
     motion, info = load_motion_module(official)
-    save_motion_module(out, motion, frames=info.frames, fps=info.fps, extra_metadata={"source": f"official AVSyncD: {Path(official).name}"})
+    save_motion_module(
+        out,
+        motion,
+        frames=info.frames,
+        fps=info.fps,
+        extra_metadata={"source": f"official AVSyncD: {Path(official).name}"},
+    )
     return info

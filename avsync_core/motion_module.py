@@ -1,7 +1,8 @@
 """The trained part of AVSyncD (the "motion module"), laid out under the official parameter names.
 
 The module tree mirrors the official 3D UNet, so ``state_dict()`` keys are exactly the official ones
-(``down_blocks.0.resnets.0.conv1.conv_temp.weight``, ``mid_block.attentions.0.transformer_blocks.0.attn_audio.to_k.weight``,
+(``down_blocks.0.resnets.0.conv1.conv_temp.weight``,
+``mid_block.attentions.0.transformer_blocks.0.attn_audio.to_k.weight``,
 ...). Official checkpoints and the files this project writes are therefore interchangeable.
 """
 
@@ -15,8 +16,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .additions import BlockAdditions, TemporalConvMix
+from .checkpoints import load_strict
 from .errors import CheckpointError
-from .layers import BlockAdditions, TemporalConvMix
 
 # A parameter is trained by AVSyncD when one of its module names ends in one of these (the official rule).
 _MOTION_SEGMENT = re.compile(r"(^|\.)[A-Za-z_]+_(temp|audio)\.")
@@ -176,23 +178,19 @@ class MotionModule(nn.Module):
         return list(block_layout(self.config))
 
     def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> None:
-        """Strict load with an error that names what is missing, extra or of the wrong shape."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        wrong = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"The AVSyncD weights in {source} do not fit a UNet with {self.config.describe()}: "
-                + _summarise("missing", missing)
-                + _summarise("unexpected", unexpected)
-                + _summarise("wrong shape", [f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}" for k in wrong])
-                + "Use an AVSyncD checkpoint made for a Stable Diffusion 1.5 UNet."
-            )
-        self.load_state_dict(state_dict, strict=True, assign=True)
+        """Strict load (tensors assigned, so a module built on the meta device gets them without a copy)."""
+        load_strict(
+            self,
+            state_dict,
+            source,
+            f"AVSyncD weights for a UNet with {self.config.describe()}",
+            hint="Use an AVSyncD checkpoint made for a Stable Diffusion 1.5 UNet.",
+        )
 
 
-def infer_motion_config(state_dict: Mapping[str, torch.Tensor], attention_heads: tuple[int, ...] | None = None) -> MotionConfig:
+def infer_motion_config(
+    state_dict: Mapping[str, torch.Tensor], attention_heads: tuple[int, ...] | None = None
+) -> MotionConfig:
     """Recover the layout from parameter shapes; head counts are not visible in shapes, so they come from outside."""
     if "conv_in.conv_temp.weight" not in state_dict:
         raise CheckpointError("No AVSyncD weights found (conv_in.conv_temp.weight is missing).")
@@ -203,7 +201,8 @@ def infer_motion_config(state_dict: Mapping[str, torch.Tensor], attention_heads:
     while f"down_blocks.0.resnets.{layers}.conv1.conv_temp.weight" in state_dict:
         layers += 1
     down_attention = tuple(
-        f"down_blocks.{i}.attentions.0.transformer_blocks.0.attn_audio.to_k.weight" in state_dict for i in range(len(channels))
+        f"down_blocks.{i}.attentions.0.transformer_blocks.0.attn_audio.to_k.weight" in state_dict
+        for i in range(len(channels))
     )
     depth = 0
     while any(k.startswith(f"mid_block.attentions.0.transformer_blocks.{depth}.") for k in state_dict):
@@ -231,10 +230,3 @@ def _attach(root: nn.Module, dotted: str, module: nn.Module) -> None:
             parent.add_module(part, nn.Module())
         parent = getattr(parent, part)
     parent.add_module(leaf, module)
-
-
-def _summarise(label: str, items: list[str], limit: int = 5) -> str:
-    if not items:
-        return ""
-    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-    return f"{len(items)} {label}: {', '.join(items[:limit])}{more}. "

@@ -6,61 +6,26 @@ SD1.5 part can be any fine-tune and the trained part is a separate ``MotionModul
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
+from einops import rearrange
 from torch import nn
 
-from .checkpoints import find_weights, model_subfolder, read_state_dict
-from .errors import CheckpointError, InvalidInputError
-from .layers import AudioContext, first_frame_attention, first_frame_resnet, frame_group_norm
+from .additions import AudioContext, first_frame_attention, first_frame_resnet, frame_group_norm, gather_index
+from .checkpoints import find_weights, load_strict, read_state_dict
+from .errors import InvalidInputError
 from .motion_module import MotionConfig, MotionModule, is_motion_key
+from .official import base_config_from_official, read_official_unet_config, resolve_official_unet_folder
+from .sd15 import move_module
+from .sd15.family import check_base_fits
 
 Tensor = torch.Tensor
-
-_BLOCKS_3D_TO_2D = {
-    "FFSpatioAudioTempCrossAttnDownBlock3D": "CrossAttnDownBlock2D",
-    "FFSpatioTempResDownBlock3D": "DownBlock2D",
-    "FFSpatioAudioTempCrossAttnUNetMidBlock3D": "UNetMidBlock2DCrossAttn",
-    "FFSpatioTempResUpBlock3D": "UpBlock2D",
-    "FFSpatioAudioTempCrossAttnUpBlock3D": "CrossAttnUpBlock2D",
-}
-_CONFIG_3D_ONLY = ("_class_name", "_diffusers_version", "_name_or_path", "audio_cross_attention_dim")
-
-
-def base_config_from_official(config: dict) -> dict:
-    """The SD1.5 ``UNet2DConditionModel`` config inside an official AVSyncD (3D) UNet config."""
-    base = {k: v for k, v in config.items() if k not in _CONFIG_3D_ONLY}
-    for key in ("down_block_types", "up_block_types"):
-        base[key] = [_block_2d(t) for t in config[key]]
-    base["mid_block_type"] = _block_2d(config["mid_block_type"])
-    return base
-
-
-def _block_2d(block_type: str) -> str:
-    if block_type not in _BLOCKS_3D_TO_2D:
-        raise CheckpointError(
-            f"UNet block type {block_type!r} is not part of AVSyncD (expected the audio-conditioned "
-            f"blocks {sorted(_BLOCKS_3D_TO_2D)})."
-        )
-    return _BLOCKS_3D_TO_2D[block_type]
-
-
-def resolve_official_unet_folder(path: str | os.PathLike) -> Path:
-    """An official checkpoint root (with ``unet/``) or the ``unet/`` folder itself."""
-    folder = model_subfolder(Path(path), "unet")
-    if folder is not None:
-        return folder
-    raise CheckpointError(
-        f"{path} is not an AVSyncD checkpoint folder: expected unet/config.json (or config.json) with the UNet weights."
-    )
 
 
 @dataclass
@@ -82,6 +47,7 @@ class AVSyncUNet(nn.Module):
         self.base = base
         self.motion = motion
         self.gradient_checkpointing = False
+        self._index_cache: tuple[Tensor, int, Tensor | None] | None = None  # (mask, its version, gather index)
 
     @classmethod
     def from_official(
@@ -89,19 +55,21 @@ class AVSyncUNet(nn.Module):
     ) -> "AVSyncUNet":
         """Load an official AVSyncD UNet (``unet/`` with config.json and .safetensors or .bin weights)."""
         folder = resolve_official_unet_folder(path)
-        config = json.loads((folder / "config.json").read_text())
-        if "audio_cross_attention_dim" not in config:
-            raise CheckpointError(f"{folder / 'config.json'} is not an AVSyncD UNet config (no audio_cross_attention_dim).")
+        config = read_official_unet_config(folder)
         state = read_state_dict(find_weights(folder))
         with torch.device("meta"):  # no random init: the loaded tensors are assigned
             base = UNet2DConditionModel.from_config(base_config_from_official(config))
             motion = MotionModule(MotionConfig.from_unet_config(config))
-        load_strict(base, {k: v for k, v in state.items() if not is_motion_key(k)}, str(folder))
+        load_strict(
+            base, {k: v for k, v in state.items() if not is_motion_key(k)}, str(folder), "a complete SD1.5 UNet"
+        )
         motion.load_official_state_dict({k: v for k, v in state.items() if is_motion_key(k)}, str(folder))
         return move_module(cls(base, motion), device, dtype).eval()
 
     @classmethod
-    def from_base(cls, base: UNet2DConditionModel, motion: MotionModule | None = None, audio_dim: int = 768) -> "AVSyncUNet":
+    def from_base(
+        cls, base: UNet2DConditionModel, motion: MotionModule | None = None, audio_dim: int = 768
+    ) -> "AVSyncUNet":
         """Wrap an SD1.5 base; a fresh, zero-initialised motion module (for audio tokens of width ``audio_dim``,
         ImageBind-huge's 768 by default) is made when none is given."""
         if motion is None:
@@ -133,9 +101,11 @@ class AVSyncUNet(nn.Module):
         ``encoder_hidden_states`` is ``(b, f, n, d)`` or ``(b, n, d)``; ``audio_encoder_hidden_states`` is
         ``(b, f, L, D)`` or ``(b, L, D)``; ``audio_attention_mask`` is ``(b, f, L)`` bool, True = attend.
         """
-        sample, context, audio, frames = self._prepare(sample, encoder_hidden_states, audio_encoder_hidden_states, audio_attention_mask)
-        b, c, _, h, w = sample.shape
-        x = sample.transpose(1, 2).reshape(b * frames, c, h, w)
+        sample, context, audio, frames = self._prepare(
+            sample, encoder_hidden_states, audio_encoder_hidden_states, audio_attention_mask
+        )
+        b, _, _, h, w = sample.shape
+        x = rearrange(sample, "b c f h w -> (b f) c h w")
         call = _Call(frames, self._time_embedding(timestep, b, frames), context, audio)
         base, motion = self.base, self.motion
 
@@ -172,7 +142,7 @@ class AVSyncUNet(nn.Module):
 
         x = base.conv_act(frame_group_norm(base.conv_norm_out, x, frames))
         x = motion.mix("conv_out")(base.conv_out(x), frames)
-        return x.view(b, frames, -1, h, w).transpose(1, 2)
+        return rearrange(x, "(b f) c h w -> b c f h w", b=b)
 
     # -- pieces -------------------------------------------------------------------------------------------
 
@@ -190,21 +160,24 @@ class AVSyncUNet(nn.Module):
         has_shortcut = resnet.conv_shortcut is not None
 
         def run(x: Tensor, emb: Tensor) -> Tensor:
-            return first_frame_resnet(
-                x,
-                resnet.time_emb_proj(resnet.nonlinearity(emb)),
-                call.frames,
-                norm1=resnet.norm1,
-                act=resnet.nonlinearity,
-                conv1=resnet.conv1,
-                mix1=motion.mix(f"{name}.conv1"),
-                norm2=resnet.norm2,
-                dropout=resnet.dropout,
-                conv2=resnet.conv2,
-                mix2=motion.mix(f"{name}.conv2"),
-                shortcut=resnet.conv_shortcut,
-                mix_shortcut=motion.mix(f"{name}.conv_shortcut") if has_shortcut else None,
-            ) / resnet.output_scale_factor
+            return (
+                first_frame_resnet(
+                    x,
+                    resnet.time_emb_proj(resnet.nonlinearity(emb)),
+                    call.frames,
+                    norm1=resnet.norm1,
+                    act=resnet.nonlinearity,
+                    conv1=resnet.conv1,
+                    mix1=motion.mix(f"{name}.conv1"),
+                    norm2=resnet.norm2,
+                    dropout=resnet.dropout,
+                    conv2=resnet.conv2,
+                    mix2=motion.mix(f"{name}.conv2"),
+                    shortcut=resnet.conv_shortcut,
+                    mix_shortcut=motion.mix(f"{name}.conv_shortcut") if has_shortcut else None,
+                )
+                / resnet.output_scale_factor
+            )
 
         return self._maybe_checkpoint(run, x, call.emb)
 
@@ -248,10 +221,14 @@ class AVSyncUNet(nn.Module):
         """Validate shapes and dtypes with errors a user can act on, and lay the inputs out per frame."""
         _require_tensor("sample", sample, floating=True)
         if sample.dim() != 5:
-            raise InvalidInputError(f"sample must be (batch, channels, frames, height, width), got shape {tuple(sample.shape)}.")
+            raise InvalidInputError(
+                f"sample must be (batch, channels, frames, height, width), got shape {tuple(sample.shape)}."
+            )
         b, c, frames = sample.shape[:3]
         if c != self.base.config.in_channels:
-            raise InvalidInputError(f"sample has {c} channels; this UNet takes {self.base.config.in_channels} latent channels.")
+            raise InvalidInputError(
+                f"sample has {c} channels; this UNet takes {self.base.config.in_channels} latent channels."
+            )
         if frames < 2:
             raise InvalidInputError(f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {frames}.")
         dtype, device = self.dtype, self.device
@@ -260,7 +237,8 @@ class AVSyncUNet(nn.Module):
         context = _per_frame("encoder_hidden_states", context, b, frames)
         if context.shape[-1] != self.base.config.cross_attention_dim:
             raise InvalidInputError(
-                f"encoder_hidden_states has width {context.shape[-1]}; this UNet takes {self.base.config.cross_attention_dim} "
+                f"encoder_hidden_states has width {context.shape[-1]}; this UNet takes "
+                f"{self.base.config.cross_attention_dim} "
                 "(SD1.5 CLIP text encodings are 768 wide)."
             )
         context = context.reshape(b * frames, *context.shape[2:]).to(device=device, dtype=dtype)
@@ -279,18 +257,30 @@ class AVSyncUNet(nn.Module):
         if mask is not None:
             _require_tensor("audio_attention_mask", mask)
             if mask.dtype != torch.bool:
-                raise InvalidInputError(f"audio_attention_mask must be a bool tensor (True = attend), got {mask.dtype}.")
+                raise InvalidInputError(
+                    f"audio_attention_mask must be a bool tensor (True = attend), got {mask.dtype}."
+                )
             if mask.shape != (b, frames, audio.shape[-2]):
                 raise InvalidInputError(
                     f"audio_attention_mask must be ({b}, {frames}, {audio.shape[-2]}), got {tuple(mask.shape)}."
                 )
             mask = mask.to(device)
-        return sample.to(device=device, dtype=dtype), context, AudioContext(audio, frames, mask), frames
+        return (
+            sample.to(device=device, dtype=dtype),
+            context,
+            AudioContext(audio, frames, mask, self._gather_index(mask)),
+            frames,
+        )
 
-
-def move_module(module: nn.Module, device: torch.device | str, dtype: torch.dtype) -> nn.Module:
-    """Move without diffusers' per-model dtype warnings (AVSyncD keeps no module in a special precision)."""
-    return nn.Module.to(module, device=device, dtype=dtype)
+    def _gather_index(self, mask: Tensor | None) -> Tensor | None:
+        """The mask's gather index, computed once per mask: samplers pass the same mask at every step, and the
+        computation syncs with the device. The cache holds the mask itself, so its identity cannot be reused."""
+        if mask is None:
+            return None
+        cached = self._index_cache
+        if cached is None or cached[0] is not mask or cached[1] != mask._version:
+            self._index_cache = cached = (mask, mask._version, gather_index(mask))
+        return cached[2]
 
 
 def _require_tensor(name: str, value: object, floating: bool = False) -> None:
@@ -308,41 +298,3 @@ def _per_frame(name: str, value: Tensor, batch: int, frames: int) -> Tensor:
     raise InvalidInputError(
         f"{name} must be ({batch}, {frames}, tokens, width) or ({batch}, tokens, width), got {tuple(value.shape)}."
     )
-
-
-def check_base_fits(base_config: Any, motion_config: MotionConfig) -> None:
-    """Refuse bases the additions were not made for (SD2, SDXL, inpainting UNets, ...) with a clear reason."""
-    text_width = base_config.get("cross_attention_dim", 768)
-    if text_width in (1024, 2048) or isinstance(text_width, (list, tuple)) or base_config.get("addition_embed_type"):
-        family = {1024: "Stable Diffusion 2.x", 2048: "SDXL"}.get(text_width, "a non-SD1.5 model")
-        raise CheckpointError(
-            f"The base UNet looks like {family} (text encodings of width {text_width}); AVSyncD needs a "
-            "Stable Diffusion 1.5 base (768)."
-        )
-    if base_config.get("in_channels", 4) != 4:
-        raise CheckpointError(
-            f"The base UNet takes {base_config['in_channels']} input channels (an inpainting or depth model?); "
-            "AVSyncD needs a regular 4-channel Stable Diffusion 1.5 base."
-        )
-    base = MotionConfig.from_unet_config(base_config)
-    fields = ("block_out_channels", "layers_per_block", "attention_heads", "down_attention", "mid_attention", "transformer_layers")
-    mismatched = [f for f in fields if getattr(base, f) != getattr(motion_config, f)]
-    if mismatched:
-        raise CheckpointError(
-            f"The AVSyncD additions were made for a UNet with {motion_config.describe()}, but the base UNet has "
-            f"{base.describe()} (differs in: {', '.join(mismatched)}). AVSyncD needs a Stable Diffusion 1.5 base."
-        )
-
-
-def load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Assign the tensors of ``state`` to ``module`` (built on the meta device), or say what does not fit."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{source} does not hold a complete SD1.5 UNet: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of the wrong shape (e.g. {wrong[:2]})."
-        )
-    module.load_state_dict(state, strict=True, assign=True)

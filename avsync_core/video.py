@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio.decode import Waveform, check_finite, resample
+from .audio.waveform import Waveform, check_finite, resample
 from .errors import InvalidInputError
 
 # Seek this far before the first wanted frame, so that a frame whose timestamp is only just before the

@@ -58,8 +58,9 @@ def _measure(mode: str, workdir: Path) -> None:
         with torch.no_grad():
             tokens = encoder.encode_tokens(null_melspectrogram(1))
         assert torch.isfinite(tokens).all()
-    print(json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": _peak_mb(),
-                      "seconds": time.perf_counter() - t0}))
+    print(
+        json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": _peak_mb(), "seconds": time.perf_counter() - t0})
+    )
 
 
 def _write_checkpoints(workdir: Path, other_gb: float) -> None:
@@ -101,14 +102,22 @@ def main() -> None:
     pth = workdir / "imagebind_huge_shaped.pth"
     if not pth.exists():
         print(f"writing a {args.other_gb:.1f} GB + audio-branch checkpoint to {workdir} ...", flush=True)
-        subprocess.run([sys.executable, __file__, "--write", "--workdir", str(workdir), "--other-gb",
-                        str(args.other_gb)], check=True)
-    print(f"checkpoint: {pth.stat().st_size / 2**30:.2f} GiB, compact audio file: "
-          f"{(workdir / 'imagebind_audio.safetensors').stat().st_size / 2**20:.0f} MiB")
+        subprocess.run(
+            [sys.executable, __file__, "--write", "--workdir", str(workdir), "--other-gb", str(args.other_gb)],
+            check=True,
+        )
+    print(
+        f"checkpoint: {pth.stat().st_size / 2**30:.2f} GiB, compact audio file: "
+        f"{(workdir / 'imagebind_audio.safetensors').stat().st_size / 2**20:.0f} MiB"
+    )
     rows = {}
     for mode in ("baseline", "alone", "pth", "compact", "naive"):
-        out = subprocess.run([sys.executable, __file__, "--measure", mode, "--workdir", str(workdir)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--measure", mode, "--workdir", str(workdir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rows[mode] = json.loads(out.strip().splitlines()[-1])
     base = rows["baseline"]["peak_mb"]
     print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")

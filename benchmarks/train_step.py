@@ -46,15 +46,24 @@ def _measure(case: str, steps: int, device_name: str, precision: str, size: int)
 
     from avsync_core.audio import melspectrogram
     from avsync_core.train.config import load_config
-    from avsync_core.train.loop import DistContext, Trainer, select_device
     from avsync_core.train.models import assemble, byte_level_tokenizer, random_parts
+    from avsync_core.train.processes import DistContext, select_device
+    from avsync_core.train.trainer import Trainer
 
     model_size, frames, batch, checkpointing = CASES[case]
     device = select_device(device_name)
-    config = load_config(None, [
-        "model.tiny=true", f"data.frames={frames}", f"data.size={size}", f"train.batch_size={batch}",
-        f"train.mixed_precision={precision}", f"train.gradient_checkpointing={checkpointing}", "eval.text_scale=1",
-    ])
+    config = load_config(
+        None,
+        [
+            "model.tiny=true",
+            f"data.frames={frames}",
+            f"data.size={size}",
+            f"train.batch_size={batch}",
+            f"train.mixed_precision={precision}",
+            f"train.gradient_checkpointing={checkpointing}",
+            "eval.text_scale=1",
+        ],
+    )
     frozen = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     t0 = time.perf_counter()
     base, vae, text_encoder, audio = random_parts(model_size)
@@ -120,8 +129,20 @@ def main() -> None:
     for case in args.cases.split(","):
         if case not in CASES:
             sys.exit(f"unknown case {case!r}; choose from {', '.join(CASES)}")
-        command = [sys.executable, __file__, "--one", case, "--steps", str(args.steps), "--device", args.device,
-                   "--precision", args.precision, "--size", str(args.size)]
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            case,
+            "--steps",
+            str(args.steps),
+            "--device",
+            args.device,
+            "--precision",
+            args.precision,
+            "--size",
+            str(args.size),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode != 0:
             print(f"{case}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -129,15 +150,19 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
 
-    header = f"{'case':<12} {'device':<7} {'prec':<5} {'frames':>6} {'px':>4} {'batch':>5} {'ckpt':>5} " \
-             f"{'trained M':>9} {'s/step':>8} {'min s':>8} {'peak RSS GB':>11} {'peak CUDA GB':>12}"
+    header = (
+        f"{'case':<12} {'device':<7} {'prec':<5} {'frames':>6} {'px':>4} {'batch':>5} {'ckpt':>5} "
+        f"{'trained M':>9} {'s/step':>8} {'min s':>8} {'peak RSS GB':>11} {'peak CUDA GB':>12}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         cuda = f"{r['peak_cuda_gb']:.2f}" if r["peak_cuda_gb"] is not None else "-"
-        print(f"{r['case']:<12} {r['device']:<7} {r['precision']:<5} {r['frames']:>6} {r['size']:>4} {r['batch']:>5} "
-              f"{str(r['checkpointing']):>5} {r['trained_params_m']:>9.1f} {r['s_per_step']:>8.3f} "
-              f"{r['min_s_per_step']:>8.3f} {r['peak_rss_gb']:>11.2f} {cuda:>12}")
+        print(
+            f"{r['case']:<12} {r['device']:<7} {r['precision']:<5} {r['frames']:>6} {r['size']:>4} {r['batch']:>5} "
+            f"{str(r['checkpointing']):>5} {r['trained_params_m']:>9.1f} {r['s_per_step']:>8.3f} "
+            f"{r['min_s_per_step']:>8.3f} {r['peak_rss_gb']:>11.2f} {cuda:>12}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avsync_core.layers import TemporalConvMix  # noqa: E402
-from avsync_core.sd15 import SD15_UNET_CONFIG  # noqa: E402
-from avsync_core.unet import AVSyncUNet, move_module  # noqa: E402
+from avsync_core.additions import TemporalConvMix  # noqa: E402
+from avsync_core.sd15 import move_module  # noqa: E402
+from avsync_core.sd15.unet import SD15_UNET_CONFIG  # noqa: E402
+from avsync_core.unet import AVSyncUNet  # noqa: E402
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -82,8 +83,10 @@ def main() -> None:
     with torch.no_grad():
         seconds = timed(lambda: unet(sample, 500, text, audio, masks), device, args.repeats)
     params = sum(p.numel() for p in unet.parameters()) / 1e6
-    print(f"AVSyncUNet forward: {params:.0f} M params, batch {b} x {f} frames at {args.size}x{args.size}, "
-          f"{args.device} {args.dtype}")
+    print(
+        f"AVSyncUNet forward: {params:.0f} M params, batch {b} x {f} frames at {args.size}x{args.size}, "
+        f"{args.device} {args.dtype}"
+    )
     print(f"  {seconds:.3f} s per forward, peak memory {peak_memory_mib(device):.0f} MiB")
 
     mix = TemporalConvMix(320, zero_init=False).to(device, dtype)
@@ -92,8 +95,10 @@ def main() -> None:
         ours = timed(lambda: mix(x, f), device, 5)
         official = timed(lambda: official_conv_temp(mix, x, f), device, 5)
         diff = (mix(x, f) - official_conv_temp(mix, x, f)).abs().max().item()
-    print(f"conv_temp at 320 channels: decomposed {ours * 1e3:.2f} ms, official concat {official * 1e3:.2f} ms "
-          f"(max |diff| {diff:.2e})")
+    print(
+        f"conv_temp at 320 channels: decomposed {ours * 1e3:.2f} ms, official concat {official * 1e3:.2f} ms "
+        f"(max |diff| {diff:.2e})"
+    )
 
 
 if __name__ == "__main__":

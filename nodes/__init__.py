@@ -1,30 +1,20 @@
-"""The pack's ComfyUI nodes (classic V1 API). Node IDs are stable: saved workflows refer to them."""
+"""The pack's ComfyUI nodes (classic V1 API), thin adapters over ``avsync_core``.
 
-from . import model_paths
-from .audio_nodes import AVSyncEncodeAudio, AVSyncImageBindLoader, AVSyncLoadAudio
-from .model_nodes import AVSyncApplyMotionModule, AVSyncMotionModuleLoader
-from .sampling_nodes import AVSyncClipLatent, AVSyncGuiderNode, AVSyncSampler
+The host is checked first (``compat``): on a ComfyUI that lacks a piece the pack needs, one line goes to the log
+and no node is registered, rather than nodes that fail halfway through a graph.
+"""
 
-model_paths.register()
+import logging
 
-NODE_CLASS_MAPPINGS = {
-    "AVSyncLoadAudio": AVSyncLoadAudio,
-    "AVSyncImageBindLoader": AVSyncImageBindLoader,
-    "AVSyncEncodeAudio": AVSyncEncodeAudio,
-    "AVSyncMotionModuleLoader": AVSyncMotionModuleLoader,
-    "AVSyncApplyMotionModule": AVSyncApplyMotionModule,
-    "AVSyncSampler": AVSyncSampler,
-    "AVSyncGuider": AVSyncGuiderNode,
-    "AVSyncClipLatent": AVSyncClipLatent,
-}
+from .compat import host_problem
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "AVSyncLoadAudio": "AVSync Load Audio",
-    "AVSyncImageBindLoader": "Load ImageBind Audio Encoder",
-    "AVSyncEncodeAudio": "AVSync Encode Audio",
-    "AVSyncMotionModuleLoader": "Load AVSyncD Motion Module",
-    "AVSyncApplyMotionModule": "Apply AVSyncD",
-    "AVSyncSampler": "AVSync Sampler",
-    "AVSyncGuider": "AVSync Guider",
-    "AVSyncClipLatent": "AVSync Clip Latent",
-}
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+HOST_PROBLEM = host_problem()
+if HOST_PROBLEM is None:
+    from .mappings import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F811
+else:
+    logging.getLogger(__name__).error(HOST_PROBLEM)
+
+__all__ = ["HOST_PROBLEM", "NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -11,8 +11,8 @@ import folder_paths
 import torch
 
 from ..avsync_core.audio import (
-    ImageBindAudioEncoder,
     MAX_FRAMES,
+    ImageBindAudioEncoder,
     decode_audio,
     encode_audio_condition,
     from_comfy_audio,
@@ -20,7 +20,42 @@ from ..avsync_core.audio import (
 )
 from ..avsync_core.errors import AudioError
 from . import model_paths
+from .compat import annotated_filepath
 from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
+
+LOAD_AUDIO_TOOLTIPS = {
+    "audio": (
+        "An audio file, or a video whose sound track to use, from ComfyUI's input folder (any format FFmpeg "
+        "reads). To upload from the browser, use core 'Load Audio' (its AUDIO works with every AVSync node) or "
+        "drop the file into ComfyUI/input."
+    ),
+    "start_seconds": (
+        "Where to start in the file, in seconds. Only the requested part is decoded, so long files are cheap."
+    ),
+    "duration_seconds": "How many seconds to load; 0 loads to the end of the file.",
+}
+ENCODER_LOADER_TOOLTIPS = {
+    "encoder_name": (
+        "ImageBind's audio branch: imagebind_huge.pth or the compact file in models/imagebind, or an official "
+        "AVSyncD folder (its audio_encoder/) in models/avsyncd. " + model_paths.HELP[model_paths.IMAGEBIND_FOLDER] + "."
+    ),
+}
+ENCODE_AUDIO_TOOLTIPS = {
+    "audio": (
+        "Any AUDIO value (from AVSync Load Audio, core Load Audio, a video loader...). Only the first item of a "
+        "batch is used; it is mixed to mono and resampled to 16 kHz."
+    ),
+    "audio_encoder": "From 'Load ImageBind Audio Encoder'.",
+    "frames": "Frames per clip, the first being the given image. The released models were trained with 12.",
+    "fps": (
+        "Frames per second. Each clip covers frames/fps seconds of audio; the released models were trained at "
+        "6 fps (2 s)."
+    ),
+    "max_windows": (
+        "How many consecutive clips to prepare for longer audio (each starts at the previous clip's last "
+        "frame); 0 = as many as the audio holds."
+    ),
+}
 
 
 class AVSyncLoadAudio:
@@ -28,26 +63,40 @@ class AVSyncLoadAudio:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = folder_paths.filter_files_content_types(os.listdir(folder_paths.get_input_directory()), ["audio", "video"])
+        files = folder_paths.filter_files_content_types(
+            os.listdir(folder_paths.get_input_directory()), ["audio", "video"]
+        )
+        tips = LOAD_AUDIO_TOOLTIPS
         return {
             "required": {
-                "audio": (sorted(files), {"tooltip": "An audio file, or a video whose sound track to use, from ComfyUI's input folder (any format FFmpeg reads). To upload from the browser, use core 'Load Audio' (its AUDIO works with every AVSync node) or drop the file into ComfyUI/input."}),
-                "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": "Where to start in the file, in seconds. Only the requested part is decoded, so long files are cheap."}),
-                "duration_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": "How many seconds to load; 0 loads to the end of the file."}),
+                "audio": (sorted(files), {"tooltip": tips["audio"]}),
+                "start_seconds": (
+                    "FLOAT",
+                    {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": tips["start_seconds"]},
+                ),
+                "duration_seconds": (
+                    "FLOAT",
+                    {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01, "tooltip": tips["duration_seconds"]},
+                ),
             }
         }
 
     RETURN_TYPES = ("AUDIO", "FLOAT")
     RETURN_NAMES = ("audio", "duration_seconds")
-    OUTPUT_TOOLTIPS = ("The audio at the file's own sample rate and channels.", "Length of the loaded audio in seconds.")
+    OUTPUT_TOOLTIPS = (
+        "The audio at the file's own sample rate and channels.",
+        "Length of the loaded audio in seconds.",
+    )
     FUNCTION = "load"
     CATEGORY = f"{CATEGORY}/audio"
     DESCRIPTION = "Loads an audio file or the sound track of a video, optionally only a window of it."
 
     def load(self, audio: str, start_seconds: float, duration_seconds: float):
-        path = folder_paths.get_annotated_filepath(audio)
+        path = annotated_filepath(audio)
         try:
-            wave = decode_audio(path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False)
+            wave = decode_audio(
+                path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False
+            )
         except AudioError as err:
             raise AudioError(
                 f"The audio input '{audio}' cannot be used: {err} Pick an audio file or a video that has a sound "
@@ -58,7 +107,7 @@ class AVSyncLoadAudio:
     @classmethod
     def IS_CHANGED(cls, audio: str, start_seconds: float, duration_seconds: float):
         digest = hashlib.sha256()
-        with open(folder_paths.get_annotated_filepath(audio), "rb") as f:
+        with open(annotated_filepath(audio), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         return f"{digest.hexdigest()}:{start_seconds}:{duration_seconds}"
@@ -75,7 +124,7 @@ class AVSyncImageBindLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "encoder_name": (model_paths.imagebind_choices(), {"tooltip": "ImageBind's audio branch: imagebind_huge.pth or the compact file in models/imagebind, or an official AVSyncD folder (its audio_encoder/) in models/avsyncd. " + model_paths.HELP[model_paths.IMAGEBIND_FOLDER] + "."}),
+                "encoder_name": (model_paths.imagebind_choices(), {"tooltip": ENCODER_LOADER_TOOLTIPS["encoder_name"]}),
             }
         }
 
@@ -94,13 +143,14 @@ class AVSyncImageBindLoader:
 class AVSyncEncodeAudio:
     @classmethod
     def INPUT_TYPES(cls):
+        tips = ENCODE_AUDIO_TOOLTIPS
         return {
             "required": {
-                "audio": ("AUDIO", {"tooltip": "Any AUDIO value (from AVSync Load Audio, core Load Audio, a video loader...). Only the first item of a batch is used; it is mixed to mono and resampled to 16 kHz."}),
-                "audio_encoder": (AUDIO_ENCODER, {"tooltip": "From 'Load ImageBind Audio Encoder'."}),
-                "frames": ("INT", {"default": 12, "min": 2, "max": MAX_FRAMES, "tooltip": "Frames per clip, the first being the given image. The released models were trained with 12."}),
-                "fps": ("FLOAT", {"default": 6.0, "min": 0.5, "max": 120.0, "step": 0.5, "tooltip": "Frames per second. Each clip covers frames/fps seconds of audio; the released models were trained at 6 fps (2 s)."}),
-                "max_windows": ("INT", {"default": 1, "min": 0, "max": 10000, "tooltip": "How many consecutive clips to prepare for longer audio (each starts at the previous clip's last frame); 0 = as many as the audio holds."}),
+                "audio": ("AUDIO", {"tooltip": tips["audio"]}),
+                "audio_encoder": (AUDIO_ENCODER, {"tooltip": tips["audio_encoder"]}),
+                "frames": ("INT", {"default": 12, "min": 2, "max": MAX_FRAMES, "tooltip": tips["frames"]}),
+                "fps": ("FLOAT", {"default": 6.0, "min": 0.5, "max": 120.0, "step": 0.5, "tooltip": tips["fps"]}),
+                "max_windows": ("INT", {"default": 1, "min": 0, "max": 10000, "tooltip": tips["max_windows"]}),
             }
         }
 

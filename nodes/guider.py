@@ -14,12 +14,14 @@ import torch
 
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import AVSyncError, InvalidInputError
-from ..avsync_core.folded import FoldedRun
-from ..avsync_core.guidance import combine_guidance, guidance_branches
+from ..avsync_core.sampling.guidance import combine_guidance, guidance_branches
+from ..avsync_core.sampling.run import SamplingRun
 from .patching import RUN_KEY, is_avsync_model
 
 
-class AVSyncGuider(comfy.samplers.CFGGuider):
+class AVSyncCFGGuider(comfy.samplers.CFGGuider):
+    """The guider object the 'AVSync Guider' node outputs and the 'AVSync Sampler' node drives."""
+
     def __init__(
         self,
         model: comfy.model_patcher.ModelPatcher,
@@ -29,15 +31,16 @@ class AVSyncGuider(comfy.samplers.CFGGuider):
         window: int = 0,
     ) -> None:
         if not is_avsync_model(model):
-            raise AVSyncError("The AVSync guider needs a MODEL with AVSyncD applied (use the 'Apply AVSyncD' node first).")
-        if not 0 <= window < audio.num_windows:
-            raise InvalidInputError(f"window {window} does not exist: the audio has {audio.num_windows} window(s) (0..{audio.num_windows - 1}).")
+            raise AVSyncError(
+                "The AVSync guider needs a MODEL with AVSyncD applied (use the 'Apply AVSyncD' node first)."
+            )
+        audio.check_window(window)
         super().__init__(model)
         self.branches = guidance_branches(audio_scale, text_scale)
         self.audio_scale, self.text_scale = audio_scale, text_scale
         self.audio = audio
         self.window = window
-        self.run: FoldedRun | None = None
+        self.run: SamplingRun | None = None
 
     def set_conds(self, positive, negative=None) -> None:
         if any(not b.text for b in self.branches) and not negative:
@@ -47,7 +50,10 @@ class AVSyncGuider(comfy.samplers.CFGGuider):
             conds["negative"] = negative
         self.inner_set_conds(conds)
 
-    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
+    def inner_sample(
+        self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
+    ):
+        """``host_kwargs``: what newer ComfyUI passes besides (``latent_shapes``), handed on unchanged."""
         frames = self.audio.frames
         if latent_image.shape[0] % frames:
             raise InvalidInputError(
@@ -55,40 +61,46 @@ class AVSyncGuider(comfy.samplers.CFGGuider):
                 f"(the audio was encoded for {frames} frames). Make the latent with the 'AVSync Clip Latent' node from "
                 "the same audio condition."
             )
-        clips = latent_image.view(-1, frames, *latent_image.shape[1:])
-        first = self.inner_model.process_latent_in(clips[:, 0].to(device))
-        self.run = FoldedRun(
-            frames=frames,
-            first_latents=first,
-            tokens=self.audio.tokens[self.window : self.window + 1],
-            null_tokens=self.audio.null_tokens,
-            masks=self.audio.masks,
-        ).with_branches([b.audio for b in self.branches])
-        samples = super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
-        out = samples.view(-1, frames, *samples.shape[1:]).clone()
-        out[:, 0] = clips[:, 0].to(out)  # frame 0 is the given image's latent, bit for bit
-        return out.view(samples.shape)
+        first = latent_image.view(-1, frames, *latent_image.shape[1:])[:, 0]
+        self.run = SamplingRun.for_window(
+            self.audio,
+            self.window,
+            self.inner_model.process_latent_in(first.to(device)),
+            [b.audio for b in self.branches],
+        )
+        samples = super().inner_sample(
+            noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
+        )
+        return self.run.pin_result(samples, latent_image)
 
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
+    def predict_noise(self, x, timestep, model_options=None, seed=None):
         comfy.model_management.throw_exception_if_processing_interrupted()
         x = self._clean_first_frame(x, timestep)
         conds = [self.conds["positive"] if b.text else self.conds["negative"] for b in self.branches]
-        options = comfy.model_patcher.create_model_options_clone(model_options)
+        options = comfy.model_patcher.create_model_options_clone(model_options or {})
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
         if len(out) == 2:  # single guidance: ComfyUI's own CFG step, so CFG-modifying nodes still apply
             scale = self.audio_scale if self.branches[0].text else self.text_scale
             denoised = comfy.samplers.cfg_function(
-                self.inner_model, out[1], out[0], scale, x, timestep, model_options=options, cond=conds[1], uncond=conds[0]
+                self.inner_model,
+                out[1],
+                out[0],
+                scale,
+                x,
+                timestep,
+                model_options=options,
+                cond=conds[1],
+                uncond=conds[0],
             )
         else:
             denoised = combine_guidance(out, self.audio_scale, self.text_scale)
-        return self.run.pin_first_frame(denoised)
+        return self.run.pin_denoised(denoised)
 
     def _clean_first_frame(self, x, sigma):
-        """Frame 0 of the sampler's x such that the model input is the clean latent, so that everything between the
-        sampler and the UNet (ControlNet hints, model wrappers) already sees it; the model wrapper pins it exactly."""
+        """The host's input scaling at each clip's sigma, handed to the run's first-frame rule."""
         run = self.run
         sigma = sigma.reshape(-1).expand(x.shape[0]).view(run.videos, run.frames)[:, 0]
-        scale = self.inner_model.model_sampling.calculate_input(sigma, torch.ones_like(run.first_latents))
-        return run.pin_first_frame(x, scale)
+        return run.pin_input(
+            x, self.inner_model.model_sampling.calculate_input(sigma, torch.ones_like(run.first_latents))
+        )

@@ -7,8 +7,21 @@ import copy
 from ..avsync_core.motion_io import MotionModuleInfo, load_motion_module
 from ..avsync_core.motion_module import MotionModule
 from . import model_paths
+from .compat import inference_dtype
 from .patching import apply_avsync
 from .types import CATEGORY, MOTION_MODULE
+
+MOTION_LOADER_TOOLTIPS = {
+    "motion_module": (
+        "An AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder in models/avsyncd. "
+        + model_paths.HELP[model_paths.MOTION_FOLDER]
+        + "."
+    ),
+}
+APPLY_TOOLTIPS = {
+    "model": "A Stable Diffusion 1.5 model (any fine-tune; LoRAs may be applied before or after).",
+    "motion_module": "From 'Load AVSyncD Motion Module'.",
+}
 
 
 class AVSyncMotionModuleLoader:
@@ -16,7 +29,7 @@ class AVSyncMotionModuleLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "motion_module": (model_paths.motion_choices(), {"tooltip": "An AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder in models/avsyncd. " + model_paths.HELP[model_paths.MOTION_FOLDER] + "."}),
+                "motion_module": (model_paths.motion_choices(), {"tooltip": MOTION_LOADER_TOOLTIPS["motion_module"]}),
             }
         }
 
@@ -37,8 +50,8 @@ class AVSyncApplyMotionModule:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "A Stable Diffusion 1.5 model (any fine-tune; LoRAs may be applied before or after)."}),
-                "motion_module": (MOTION_MODULE, {"tooltip": "From 'Load AVSyncD Motion Module'."}),
+                "model": ("MODEL", {"tooltip": APPLY_TOOLTIPS["model"]}),
+                "motion_module": (MOTION_MODULE, {"tooltip": APPLY_TOOLTIPS["motion_module"]}),
             }
         }
 
@@ -50,7 +63,7 @@ class AVSyncApplyMotionModule:
 
     def apply(self, model, motion_module: tuple[MotionModule, MotionModuleInfo]):
         motion, _info = motion_module
-        dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+        dtype = inference_dtype(model)
         if motion.mix("conv_in").conv_temp.weight.dtype != dtype:
             motion = copy.deepcopy(motion).to(dtype)  # the loaded module may feed other models too
         return (apply_avsync(model, motion),)

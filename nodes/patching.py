@@ -18,22 +18,21 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Iterator
 
-import torch
-from torch import nn
-
 import comfy.model_patcher
 import comfy.patcher_extension
+import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+from torch import nn
 
+from ..avsync_core.additions import AudioContext, frame_group_norm
 from ..avsync_core.errors import AVSyncError, CheckpointError
-from ..avsync_core.folded import FoldedRun
-from ..avsync_core.layers import AudioContext, frame_group_norm
 from ..avsync_core.motion_module import MotionModule
-from ..avsync_core.naming import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
-from ..avsync_core.unet import check_base_fits
+from ..avsync_core.sampling.run import SamplingRun
+from ..avsync_core.sd15.family import check_base_fits
+from ..avsync_core.unet_layout import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
 
 KEY = "avsyncd"  # additional-models / wrapper key
-RUN_KEY = "avsync_run"  # where the guider puts the FoldedRun in transformer_options
+RUN_KEY = "avsync_run"  # where the guider puts the SamplingRun in transformer_options
 
 
 class _Runtime:
@@ -93,7 +92,9 @@ def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) 
 
     for name in motion.conv_names():
         path = module_path(name)
-        patched.add_object_patch(path, _shadow(patched.get_model_object(path), _TemporalMix, mix=motion.mix(name), runtime=runtime))
+        patched.add_object_patch(
+            path, _shadow(patched.get_model_object(path), _TemporalMix, mix=motion.mix(name), runtime=runtime)
+        )
     resnets = [name for name in places if ".resnets." in name]
     for name in [f"{r}.{norm}" for r in resnets for norm in ("norm1", "norm2")] + ["conv_norm_out"]:
         path = module_path(name)
@@ -106,8 +107,12 @@ def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) 
     patched.set_model_attn1_patch(_first_frame_patch(runtime))
     patched.set_model_patch(_audio_patch(runtime, blocks), "middle_patch")
     patched.set_model_attn2_output_patch(_temporal_patch(runtime, blocks))
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime, motion))
-    holder = comfy.model_patcher.ModelPatcher(motion, load_device=model.load_device, offload_device=model.offload_device)
+    patched.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime, motion)
+    )
+    holder = comfy.model_patcher.ModelPatcher(
+        motion, load_device=model.load_device, offload_device=model.offload_device
+    )
     patched.set_additional_models(KEY, [holder])
     return patched
 
@@ -167,7 +172,7 @@ def _temporal_patch(runtime: _Runtime, blocks: dict):
 
 def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        run: FoldedRun | None = transformer_options.get(RUN_KEY)
+        run: SamplingRun | None = transformer_options.get(RUN_KEY)
         if run is None:
             raise AVSyncError(
                 "This model has AVSyncD applied, so it needs the audio and the first frame: sample it with the "

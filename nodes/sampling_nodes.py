@@ -13,18 +13,51 @@ import torch
 
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import InvalidInputError
-from ..avsync_core.folded import chain_windows, clip_latents
-from .guider import AVSyncGuider
+from ..avsync_core.sampling.run import chain_windows, clip_latents
+from .compat import rgb
+from .guider import AVSyncCFGGuider
 from .types import AUDIO_CONDITION, CATEGORY
 
+TOOLTIPS = {
+    "model": "An SD1.5 model with AVSyncD applied ('Apply AVSyncD').",
+    "positive": "What the video shows, e.g. the sound's class ('a lion roaring').",
+    "negative": "Used only when text_guidance is above 1 (usually an empty prompt).",
+    "avsync_audio": "From 'AVSync Encode Audio'; sets frames per clip and the number of clips.",
+    "seed": "Noise seed; clip k of long audio uses seed + k.",
+    "steps": "Denoising steps per clip (the paper used 50 PNDM steps).",
+    "audio_guidance": (
+        "How strongly the motion follows the audio (eta). 1 or less = off. The paper's best balance is 4; above 8 "
+        "synchronisation still rises but quality drops."
+    ),
+    "text_guidance": (
+        "Text guidance. 1 = off (the paper's setting: audio guidance only, the negative prompt is not used); above "
+        "1 adds dual text+audio guidance against the negative prompt."
+    ),
+    "sampler_name": "Any ComfyUI sampler.",
+    "scheduler": "Any ComfyUI noise schedule.",
+    "denoise": "Fraction of the schedule to run, as in KSampler.",
+    "image": "The first frame (one per video). Encoded with the VAE like core VAE Encode does; needs the vae input.",
+    "vae": "The VAE that encodes the image (usually the checkpoint's).",
+    "first_latent": "Instead of image + VAE: the first frame as a latent, one per video.",
+    "window": "Which clip of long audio this guider renders (0 = the first).",
+    "guider_negative": "Needed only when text_guidance is above 1 (usually an empty prompt).",
+    "latent_model": "The model the latent is for (gives its latent channels).",
+    "latent_audio": "Gives the frames per clip.",
+}
 GUIDANCE_INPUTS = {
-    "audio_guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "How strongly the motion follows the audio (eta). 1 or less = off. The paper's best balance is 4; above 8 synchronisation still rises but quality drops."}),
-    "text_guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Text guidance. 1 = off (the paper's setting: audio guidance only, the negative prompt is not used); above 1 adds dual text+audio guidance against the negative prompt."}),
+    "audio_guidance": (
+        "FLOAT",
+        {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": TOOLTIPS["audio_guidance"]},
+    ),
+    "text_guidance": (
+        "FLOAT",
+        {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": TOOLTIPS["text_guidance"]},
+    ),
 }
 FIRST_FRAME_INPUTS = {
-    "image": ("IMAGE", {"tooltip": "The first frame (one per video). Encoded with the VAE like core VAE Encode does; needs the vae input."}),
-    "vae": ("VAE", {"tooltip": "The VAE that encodes the image (usually the checkpoint's)."}),
-    "first_latent": ("LATENT", {"tooltip": "Instead of image + VAE: the first frame as a latent, one per video."}),
+    "image": ("IMAGE", {"tooltip": TOOLTIPS["image"]}),
+    "vae": ("VAE", {"tooltip": TOOLTIPS["vae"]}),
+    "first_latent": ("LATENT", {"tooltip": TOOLTIPS["first_latent"]}),
 }
 
 
@@ -33,11 +66,13 @@ def first_frame_latents(model, image=None, vae=None, first_latent=None) -> torch
     if first_latent is not None:
         samples = first_latent["samples"]
     elif image is not None and vae is not None:
-        samples = comfy_nodes.VAEEncode().encode(vae, image)[0]["samples"]
+        samples = comfy_nodes.VAEEncode().encode(vae, rgb(image))[0]["samples"]
     else:
         raise InvalidInputError("Connect the first frame: an image together with a vae, or a first_latent.")
     if samples.dim() != 4:
-        raise InvalidInputError(f"first_latent must be an image latent (batch, channels, height, width), got {tuple(samples.shape)}.")
+        raise InvalidInputError(
+            f"first_latent must be an image latent (batch, channels, height, width), got {tuple(samples.shape)}."
+        )
     return comfy.sample.fix_empty_latent_channels(model, samples)
 
 
@@ -46,16 +81,28 @@ class AVSyncSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5 model with AVSyncD applied ('Apply AVSyncD')."}),
-                "positive": ("CONDITIONING", {"tooltip": "What the video shows, e.g. the sound's class ('a lion roaring')."}),
-                "negative": ("CONDITIONING", {"tooltip": "Used only when text_guidance is above 1 (usually an empty prompt)."}),
-                "avsync_audio": (AUDIO_CONDITION, {"tooltip": "From 'AVSync Encode Audio'; sets frames per clip and the number of clips."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed; clip k of long audio uses seed + k."}),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Denoising steps per clip (the paper used 50 PNDM steps)."}),
+                "model": ("MODEL", {"tooltip": TOOLTIPS["model"]}),
+                "positive": ("CONDITIONING", {"tooltip": TOOLTIPS["positive"]}),
+                "negative": ("CONDITIONING", {"tooltip": TOOLTIPS["negative"]}),
+                "avsync_audio": (AUDIO_CONDITION, {"tooltip": TOOLTIPS["avsync_audio"]}),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": TOOLTIPS["seed"],
+                    },
+                ),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": TOOLTIPS["steps"]}),
                 **GUIDANCE_INPUTS,
-                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "Any ComfyUI sampler."}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Any ComfyUI noise schedule."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the schedule to run, as in KSampler."}),
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": TOOLTIPS["sampler_name"]}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": TOOLTIPS["scheduler"]}),
+                "denoise": (
+                    "FLOAT",
+                    {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": TOOLTIPS["denoise"]},
+                ),
             },
             "optional": FIRST_FRAME_INPUTS,
         }
@@ -69,21 +116,43 @@ class AVSyncSampler:
         "previous clip's last frame)."
     )
 
-    def sample(self, model, positive, negative, avsync_audio: AudioCondition, seed: int, steps: int, audio_guidance: float,
-               text_guidance: float, sampler_name: str, scheduler: str, denoise: float, image=None, vae=None, first_latent=None):
+    def sample(
+        self,
+        model,
+        positive,
+        negative,
+        avsync_audio: AudioCondition,
+        seed: int,
+        steps: int,
+        audio_guidance: float,
+        text_guidance: float,
+        sampler_name: str,
+        scheduler: str,
+        denoise: float,
+        image=None,
+        vae=None,
+        first_latent=None,
+    ):
         first = first_frame_latents(model, image, vae, first_latent)
         frames, windows = avsync_audio.frames, avsync_audio.num_windows
         sampler = comfy.samplers.sampler_object(sampler_name)
-        sigmas = comfy.samplers.KSampler(model, steps, model.load_device, sampler_name, scheduler, denoise, model.model_options).sigmas
+        sigmas = comfy.samplers.KSampler(
+            model, steps, model.load_device, sampler_name, scheduler, denoise, model.model_options
+        ).sigmas
         progress = _progress(model, steps, windows, frames)
         clips = []
         for w in range(windows):
             latent = clip_latents(first, frames)
-            guider = AVSyncGuider(model, avsync_audio, audio_guidance, text_guidance, window=w)
+            guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance, window=w)
             guider.set_conds(positive, negative)
             out = guider.sample(
-                comfy.sample.prepare_noise(latent, seed + w), latent, sampler, sigmas,
-                callback=progress(w), disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed + w,
+                comfy.sample.prepare_noise(latent, seed + w),
+                latent,
+                sampler,
+                sigmas,
+                callback=progress(w),
+                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+                seed=seed + w,
             ).to(comfy.model_management.intermediate_device())
             clips.append(out)
             first = out.view(-1, frames, *out.shape[1:])[:, -1]
@@ -108,19 +177,19 @@ def _progress(model, steps: int, windows: int, frames: int):
     return for_window
 
 
-class AVSyncGuiderNode:
+class AVSyncGuider:
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5 model with AVSyncD applied ('Apply AVSyncD')."}),
-                "positive": ("CONDITIONING", {"tooltip": "What the video shows, e.g. the sound's class."}),
-                "avsync_audio": (AUDIO_CONDITION, {"tooltip": "From 'AVSync Encode Audio'."}),
+                "model": ("MODEL", {"tooltip": TOOLTIPS["model"]}),
+                "positive": ("CONDITIONING", {"tooltip": TOOLTIPS["positive"]}),
+                "avsync_audio": (AUDIO_CONDITION, {"tooltip": TOOLTIPS["avsync_audio"]}),
                 **GUIDANCE_INPUTS,
-                "window": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "Which clip of long audio this guider renders (0 = the first)."}),
+                "window": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": TOOLTIPS["window"]}),
             },
             "optional": {
-                "negative": ("CONDITIONING", {"tooltip": "Needed only when text_guidance is above 1 (usually an empty prompt)."}),
+                "negative": ("CONDITIONING", {"tooltip": TOOLTIPS["guider_negative"]}),
             },
         }
 
@@ -128,11 +197,21 @@ class AVSyncGuiderNode:
     OUTPUT_TOOLTIPS = ("A guider for SamplerCustomAdvanced; feed it the latent of 'AVSync Clip Latent'.",)
     FUNCTION = "get_guider"
     CATEGORY = f"{CATEGORY}/sampling"
-    DESCRIPTION = "AVSyncD's audio (and optional text) guidance for SamplerCustomAdvanced: any sampler, sigmas and noise."
+    DESCRIPTION = (
+        "AVSyncD's audio (and optional text) guidance for SamplerCustomAdvanced: any sampler, sigmas and noise."
+    )
 
-    def get_guider(self, model, positive, avsync_audio: AudioCondition, audio_guidance: float, text_guidance: float,
-                   window: int, negative=None):
-        guider = AVSyncGuider(model, avsync_audio, audio_guidance, text_guidance, window=window)
+    def get_guider(
+        self,
+        model,
+        positive,
+        avsync_audio: AudioCondition,
+        audio_guidance: float,
+        text_guidance: float,
+        window: int,
+        negative=None,
+    ):
+        guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance, window=window)
         guider.set_conds(positive, negative)
         return (guider,)
 
@@ -142,8 +221,8 @@ class AVSyncClipLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model the latent is for (gives its latent channels)."}),
-                "avsync_audio": (AUDIO_CONDITION, {"tooltip": "Gives the frames per clip."}),
+                "model": ("MODEL", {"tooltip": TOOLTIPS["latent_model"]}),
+                "avsync_audio": (AUDIO_CONDITION, {"tooltip": TOOLTIPS["latent_audio"]}),
             },
             "optional": FIRST_FRAME_INPUTS,
         }

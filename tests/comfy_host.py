@@ -46,13 +46,26 @@ SKIP_MESSAGE = (
 ).format(v=TESTED_COMFYUI_VERSION, d=DEFAULT_COMFYUI_PATH)
 
 # Top-level module names a ComfyUI checkout provides; one imported from elsewhere would shadow ComfyUI's.
-_COMFY_TOP_LEVEL = ("comfy", "comfy_extras", "comfy_execution", "comfy_api", "folder_paths", "nodes",
-                    "node_helpers", "latent_preview", "execution", "server", "utils", "app")
+_COMFY_TOP_LEVEL = (
+    "comfy",
+    "comfy_extras",
+    "comfy_execution",
+    "comfy_api",
+    "folder_paths",
+    "nodes",
+    "node_helpers",
+    "latent_preview",
+    "execution",
+    "server",
+    "utils",
+    "app",
+)
 
 
 # --------------------------------------------------------------------------------------------------
 # Finding ComfyUI
 # --------------------------------------------------------------------------------------------------
+
 
 def comfyui_path() -> Path | None:
     """The ComfyUI checkout the host tests run against: COMFYUI_PATH, else /opt/ComfyUI, if it looks like one."""
@@ -102,8 +115,10 @@ def import_comfy() -> Path:
         sys.path.remove(str(root))
     sys.path.insert(0, str(root))
 
+    # isort: off
     import comfy.options  # noqa: F401  (must precede comfy.cli_args; parsing stays off)
     import comfy.cli_args
+    # isort: on
 
     args = comfy.cli_args.args
     if "comfy.model_management" not in sys.modules:
@@ -127,8 +142,11 @@ def import_comfy() -> Path:
     import comfy.supported_models  # noqa: F401
     import comfy.utils  # noqa: F401
     import folder_paths  # noqa: F401
+
+    # isort: off
     import utils.extra_config  # noqa: F401  (before nodes, as in main.py: nodes puts comfy/ first on sys.path)
     import nodes  # noqa: F401
+    # isort: on
 
     _check_not_shadowed(root)
     _IMPORTED_ROOT = root
@@ -154,8 +172,9 @@ def _check_not_shadowed(root: Path) -> None:
             )
 
 
-def load_plugin_package(name: str = PLUGIN_PACKAGE, root: Path = REPO_ROOT, *,
-                        with_comfy: bool = True) -> types.ModuleType:
+def load_plugin_package(
+    name: str = PLUGIN_PACKAGE, root: Path = REPO_ROOT, *, with_comfy: bool = True
+) -> types.ModuleType:
     """Import the repository root as package `name`, so `nodes/` can use `from ..avsync_core import x`.
 
     ComfyUI loads the plugin the same way (a package built from the folder's __init__.py), only under a
@@ -195,6 +214,7 @@ def load_plugin_package(name: str = PLUGIN_PACKAGE, root: Path = REPO_ROOT, *,
 # --------------------------------------------------------------------------------------------------
 # ComfyUI's own SD1.5-family model for the golden unet_tiny_c
 # --------------------------------------------------------------------------------------------------
+
 
 def is_avsync_only_key(name: str) -> bool:
     """The AVSyncD additions (conv_temp, *_temp, *_audio); everything else is SD1.5's own UNet."""
@@ -316,8 +336,11 @@ def sd15_checkpoint_layout() -> dict[str, tuple[tuple[int, ...], str]]:
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
     ldm = yaml.safe_load((root / "models" / "configs" / "v1-inference.yaml").read_text())["model"]["params"]
-    unet_config = {**comfy.model_detection.convert_config(ldm["unet_config"]["params"]),
-                   **comfy.supported_models.SD15.unet_config, "use_checkpoint": False}
+    unet_config = {
+        **comfy.model_detection.convert_config(ldm["unet_config"]["params"]),
+        **comfy.supported_models.SD15.unet_config,
+        "use_checkpoint": False,
+    }
     model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
     if type(model_config) is not comfy.supported_models.SD15:
         raise AssertionError(f"v1-inference.yaml did not map to ComfyUI's SD15 config but to {type(model_config)}")
@@ -370,8 +393,11 @@ def write_random_sd15_checkpoint(path: Path | str, dtype: torch.dtype = torch.fl
     offset = 0
     for key, (shape, _kind) in layout.items():
         size = item * math.prod(shape)
-        header[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
-                       "data_offsets": [offset, offset + size]}
+        header[key] = {
+            "dtype": _SAFETENSORS_DTYPES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
@@ -433,6 +459,7 @@ def checkpoint_meta_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
 # A real ComfyUI server
 # --------------------------------------------------------------------------------------------------
 
+
 class ComfyServerError(RuntimeError):
     """The server did not start, rejected a prompt, or a prompt failed; the message carries the server's log."""
 
@@ -445,13 +472,28 @@ class ComfyServer:
     node packs (name -> folder or .py file); ComfyUI logs their import failures, see import_failures().
     """
 
-    MODEL_FOLDERS = ("checkpoints", "avsyncd", "imagebind", "vae", "loras", "text_encoders", "diffusion_models",
-                     "audio_encoders", "configs")
+    MODEL_FOLDERS = (
+        "checkpoints",
+        "avsyncd",
+        "imagebind",
+        "vae",
+        "loras",
+        "text_encoders",
+        "diffusion_models",
+        "audio_encoders",
+        "configs",
+    )
 
-    def __init__(self, *, plugin: bool = True, boot_timeout: float = 180.0,
-                 extra_model_paths: Mapping[str, Mapping[str, str]] | None = None,
-                 custom_nodes: Mapping[str, Path] | None = None, extra_args: tuple[str, ...] = (),
-                 root: Path | None = None):
+    def __init__(
+        self,
+        *,
+        plugin: bool = True,
+        boot_timeout: float = 180.0,
+        extra_model_paths: Mapping[str, Mapping[str, str]] | None = None,
+        custom_nodes: Mapping[str, Path] | None = None,
+        extra_args: tuple[str, ...] = (),
+        root: Path | None = None,
+    ):
         self.root = root or require_comfyui()
         self.plugin = plugin
         self.custom_nodes = dict(custom_nodes or {})
@@ -533,9 +575,19 @@ class ComfyServer:
 
     def _command(self) -> list[str]:
         command = [
-            sys.executable, str(self.root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-            "--base-directory", str(self._base), "--disable-api-nodes", "--disable-auto-launch",
-            "--database-url", f"sqlite:///{self._base / 'user' / 'comfyui.db'}",
+            sys.executable,
+            str(self.root / "main.py"),
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self._base),
+            "--disable-api-nodes",
+            "--disable-auto-launch",
+            "--database-url",
+            f"sqlite:///{self._base / 'user' / 'comfyui.db'}",
         ]
         if self.extra_model_paths:
             config = self._base / "extra_model_paths.yaml"
@@ -548,16 +600,22 @@ class ComfyServer:
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", TQDM_DISABLE="1")
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            self._command(), cwd=str(self.root), env=env, stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            self._command(),
+            cwd=str(self.root),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.boot_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ComfyServerError(f"ComfyUI exited with code {self.process.returncode} while starting.\n"
-                                       f"{self.log_tail()}")
+                raise ComfyServerError(
+                    f"ComfyUI exited with code {self.process.returncode} while starting.\n{self.log_tail()}"
+                )
             try:
                 self.get_json("/system_stats", timeout=2.0)
                 return
@@ -600,8 +658,9 @@ class ComfyServer:
         return [line for line in self.log_text().splitlines() if "IMPORT FAILED" in line]
 
     # --- HTTP --------------------------------------------------------------------------------------
-    def _request(self, path: str, data: bytes | None = None, timeout: float = 30.0,
-                 headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    def _request(
+        self, path: str, data: bytes | None = None, timeout: float = 30.0, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
         request = urllib.request.Request(self.url + path, data=data, headers=dict(headers or {}))
         try:
             with self._opener.open(request, timeout=timeout) as response:
@@ -631,8 +690,10 @@ class ComfyServer:
         """Queue an API-format prompt; a rejected prompt raises with ComfyUI's validation errors."""
         status, reply = self.post_json("/prompt", {"prompt": api_prompt, "client_id": uuid.uuid4().hex})
         if status != 200 or not isinstance(reply, dict) or "prompt_id" not in reply:
-            raise ComfyServerError(f"ComfyUI rejected the prompt (HTTP {status}):\n"
-                                   f"{json.dumps(reply, indent=1)[:6000]}\n{self.log_tail(40)}")
+            raise ComfyServerError(
+                f"ComfyUI rejected the prompt (HTTP {status}):\n"
+                f"{json.dumps(reply, indent=1)[:6000]}\n{self.log_tail(40)}"
+            )
         return reply["prompt_id"]
 
     def wait_for(self, prompt_id: str, timeout: float = 300.0) -> dict[str, Any]:
@@ -646,7 +707,8 @@ class ComfyServer:
                 status = entry["status"]
                 if status.get("status_str") != "success":
                     raise ComfyServerError(
-                        f"Prompt {prompt_id} failed:\n{_describe_failure(status)}\n{self.log_tail()}")
+                        f"Prompt {prompt_id} failed:\n{_describe_failure(status)}\n{self.log_tail()}"
+                    )
                 return entry
             time.sleep(0.2)
         self.post_json("/interrupt", {"prompt_id": prompt_id})
@@ -694,8 +756,10 @@ def _describe_failure(status: Mapping[str, Any]) -> str:
     lines = []
     for event, data in status.get("messages", []):
         if event == "execution_error":
-            lines.append(f"node {data.get('node_id')} ({data.get('node_type')}): "
-                         f"{data.get('exception_type')}: {data.get('exception_message', '').strip()}")
+            lines.append(
+                f"node {data.get('node_id')} ({data.get('node_type')}): "
+                f"{data.get('exception_type')}: {data.get('exception_message', '').strip()}"
+            )
             lines.append("".join(data.get("traceback", [])))
         elif event == "execution_interrupted":
             lines.append(f"interrupted in node {data.get('node_id')} ({data.get('node_type')})")
@@ -716,18 +780,30 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def api_prompt_sd15_txt2img(ckpt_name: str, *, batch: int = 4, size: int = 64, steps: int = 2,
-                            prefix: str = "host_test") -> dict[str, Any]:
+def api_prompt_sd15_txt2img(
+    ckpt_name: str, *, batch: int = 4, size: int = 64, steps: int = 2, prefix: str = "host_test"
+) -> dict[str, Any]:
     """The default txt2img graph of core nodes in API format (node id -> class_type, inputs)."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a drum being hit", "clip": ["1", 1]}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
-            "seed": 0, "steps": steps, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["1", 0],
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+                "seed": 0,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
-

@@ -47,8 +47,9 @@ def test_long_stereo_clip_is_encoded_window_by_window(encoder):
     torch.manual_seed(1)
     stereo = 0.1 * torch.randn(2, int(seconds * rate))
     calls = []
-    cond = encode_audio_condition(encoder, Waveform(stereo, rate), progress=lambda d, t: calls.append((d, t)),
-                                  batch_size=2)
+    cond = encode_audio_condition(
+        encoder, Waveform(stereo, rate), progress=lambda d, t: calls.append((d, t)), batch_size=2
+    )
     windows = clip_windows(seconds)
     n = len(windows)
     assert cond.windows == windows and cond.num_windows == n > 1
@@ -69,8 +70,7 @@ def test_silence_is_legal_and_gives_finite_tokens(encoder):
 
 
 def test_max_windows_and_moving(encoder):
-    cond = encode_audio_condition(encoder, Waveform(0.1 * torch.ones(1, 30 * SAMPLE_RATE), SAMPLE_RATE),
-                                  max_windows=2)
+    cond = encode_audio_condition(encoder, Waveform(0.1 * torch.ones(1, 30 * SAMPLE_RATE), SAMPLE_RATE), max_windows=2)
     assert cond.num_windows == 2 and len(cond.windows) == 2
     half = cond.to(dtype=torch.bfloat16)
     assert half.tokens.dtype == torch.bfloat16 and half.masks.dtype == torch.bool

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from avsync_core.audio import decode as decode_module
 from avsync_core.audio import (
     SAMPLE_RATE,
     Waveform,
@@ -20,6 +19,7 @@ from avsync_core.audio import (
     probe_audio_duration,
     to_comfy_audio,
 )
+from avsync_core.audio import decode as decode_module
 from avsync_core.errors import AudioError, InvalidInputError
 
 RATES = (8000, 22050, 44100, 48000)
@@ -53,8 +53,15 @@ def _test_signal(rate: int, channels: int, seconds: float = SECONDS) -> np.ndarr
     return np.stack([tone, clicks]).astype(np.float32)
 
 
-def _write(path: Path, container: str, acodec: str, data: np.ndarray, rate: int, vcodec: str | None = None,
-           seconds: float = SECONDS) -> Path:
+def _write(
+    path: Path,
+    container: str,
+    acodec: str,
+    data: np.ndarray,
+    rate: int,
+    vcodec: str | None = None,
+    seconds: float = SECONDS,
+) -> Path:
     """Mux ``data`` (channels, T) with ``acodec`` (PyAV converts the float frames to the codec's format)."""
     layout = "mono" if data.shape[0] == 1 else "stereo"
     out = av.open(str(path), "w", format=container)
@@ -189,8 +196,12 @@ def test_native_rate_and_channels_are_kept_on_request(tmp_path):
 
 @pytest.mark.parametrize(
     "container,ext,codec,rate",
-    [("wav", ".wav", "pcm_s16le", 44100), ("flac", ".flac", "flac", 22050),
-     ("mp3", ".mp3", "libmp3lame", 48000), ("wav", ".wav", "pcm_u8", 8000)],
+    [
+        ("wav", ".wav", "pcm_s16le", 44100),
+        ("flac", ".flac", "flac", 22050),
+        ("mp3", ".mp3", "libmp3lame", 48000),
+        ("wav", ".wav", "pcm_u8", 8000),
+    ],
 )
 def test_window_equals_the_same_slice_of_the_whole_file(tmp_path, container, ext, codec, rate):
     """Seeking + resampling a window gives the samples the whole-file decode has at those times."""
@@ -252,8 +263,9 @@ def _repeated_mp3(path: Path, unit_seconds: float, repeats: int) -> tuple[Path, 
     x[int(0.25 * rate) : int(0.25 * rate) + 8] = 0.9
     packets = []
     for pos in range(0, n, 1152):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, pos : pos + 1152]), format="fltp",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(x[None, pos : pos + 1152]), format="fltp", layout="mono"
+        )
         frame.sample_rate, frame.pts, frame.time_base = rate, pos, fractions.Fraction(1, rate)
         packets += stream.encode(frame)
     packets += stream.encode(None)
@@ -399,10 +411,16 @@ def test_start_past_the_end(tmp_path, name):
         decode_audio(path, start=5.0)
 
 
-@pytest.mark.parametrize("kwargs,word", [
-    ({"start": -1.0}, "start"), ({"start": float("nan")}, "start"), ({"duration": 0.0}, "duration"),
-    ({"sample_rate": 0}, "sample_rate"), ({"duration": 7200.0}, "max_seconds"),
-])
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        ({"start": -1.0}, "start"),
+        ({"start": float("nan")}, "start"),
+        ({"duration": 0.0}, "duration"),
+        ({"sample_rate": 0}, "sample_rate"),
+        ({"duration": 7200.0}, "max_seconds"),
+    ],
+)
 def test_bad_arguments(tmp_path, kwargs, word):
     path = _write(tmp_path / "s.wav", "wav", "pcm_s16le", _test_signal(16000, 1), 16000)
     with pytest.raises(InvalidInputError, match=word):
@@ -415,18 +433,21 @@ def test_silence_is_legal_audio(tmp_path):
     assert wave.num_samples == 16000 and float(wave.samples.abs().max()) == 0.0
 
 
-@pytest.mark.parametrize("audio,word", [
-    ("not a dict", "AUDIO"),
-    ({"waveform": torch.zeros(1, 1, 100)}, "sample_rate"),
-    ({"waveform": torch.zeros(2, 100), "sample_rate": 16000}, r"\[batch, channels, samples\]"),
-    ({"waveform": torch.zeros(1, 1, 2, 100), "sample_rate": 16000}, r"\[batch, channels, samples\]"),
-    ({"waveform": torch.zeros(1, 48000, 2), "sample_rate": 16000}, "looks like"),
-    ({"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, "empty"),
-    ({"waveform": torch.zeros(1, 1, 100, dtype=torch.int16), "sample_rate": 16000}, "floating point"),
-    ({"waveform": torch.zeros(1, 1, 100), "sample_rate": -5}, "sample_rate"),
-    ({"waveform": torch.zeros(1, 1, 100), "sample_rate": 44100.5}, "sample_rate"),
-    ({"waveform": np.zeros((1, 1, 100)), "sample_rate": 16000}, "torch tensor"),
-])
+@pytest.mark.parametrize(
+    "audio,word",
+    [
+        ("not a dict", "AUDIO"),
+        ({"waveform": torch.zeros(1, 1, 100)}, "sample_rate"),
+        ({"waveform": torch.zeros(2, 100), "sample_rate": 16000}, r"\[batch, channels, samples\]"),
+        ({"waveform": torch.zeros(1, 1, 2, 100), "sample_rate": 16000}, r"\[batch, channels, samples\]"),
+        ({"waveform": torch.zeros(1, 48000, 2), "sample_rate": 16000}, "looks like"),
+        ({"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, "empty"),
+        ({"waveform": torch.zeros(1, 1, 100, dtype=torch.int16), "sample_rate": 16000}, "floating point"),
+        ({"waveform": torch.zeros(1, 1, 100), "sample_rate": -5}, "sample_rate"),
+        ({"waveform": torch.zeros(1, 1, 100), "sample_rate": 44100.5}, "sample_rate"),
+        ({"waveform": np.zeros((1, 1, 100)), "sample_rate": 16000}, "torch tensor"),
+    ],
+)
 def test_bad_comfy_audio(audio, word):
     with pytest.raises(InvalidInputError, match=word):
         from_comfy_audio(audio)

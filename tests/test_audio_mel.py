@@ -85,11 +85,14 @@ def test_too_short_for_one_window_is_refused():
     assert melspectrogram(torch.zeros(400)).shape == (1, NUM_MEL_BINS, TARGET_FRAMES)
 
 
-@pytest.mark.parametrize("bad,word", [
-    (torch.zeros(2, 32000), "mono"),
-    (torch.zeros(1, 1, 32000), "mono"),
-    (torch.zeros(32000, dtype=torch.int16), "floating point"),
-])
+@pytest.mark.parametrize(
+    "bad,word",
+    [
+        (torch.zeros(2, 32000), "mono"),
+        (torch.zeros(1, 1, 32000), "mono"),
+        (torch.zeros(32000, dtype=torch.int16), "floating point"),
+    ],
+)
 def test_bad_shapes(bad, word):
     with pytest.raises(InvalidInputError, match=word):
         melspectrogram(bad)

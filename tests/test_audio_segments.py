@@ -61,8 +61,9 @@ def test_mask_layout_and_gathered_index(frames):
     assert masks[:, 0].all(), "the cls token is always visible"
     time = segment_time_masks(frames)
     # Token 1 + 19 * row + t belongs to time patch t for every frequency row.
-    assert torch.equal(masks[:, 1:].reshape(frames, FREQ_PATCHES, TIME_PATCHES),
-                       time[:, None, :].expand(-1, FREQ_PATCHES, -1))
+    assert torch.equal(
+        masks[:, 1:].reshape(frames, FREQ_PATCHES, TIME_PATCHES), time[:, None, :].expand(-1, FREQ_PATCHES, -1)
+    )
     index = segment_index(frames)
     assert index.dtype == torch.int64 and index.shape == (frames, 1 + FREQ_PATCHES * time[0].sum())
     assert (index[:, 0] == 0).all() and (index.diff(dim=1) > 0).all()
@@ -76,7 +77,8 @@ def test_gathered_attention_equals_masked_attention():
     q = torch.randn(frames, 3, dim)
     kv = torch.randn(NUM_TOKENS, dim)
     masked = torch.nn.functional.scaled_dot_product_attention(
-        q, kv.expand(frames, -1, -1), kv.expand(frames, -1, -1), attn_mask=segment_masks(frames)[:, None, :])
+        q, kv.expand(frames, -1, -1), kv.expand(frames, -1, -1), attn_mask=segment_masks(frames)[:, None, :]
+    )
     gathered_kv = kv[segment_index(frames)]
     gathered = torch.nn.functional.scaled_dot_product_attention(q, gathered_kv, gathered_kv)
     assert torch.allclose(masked, gathered, atol=1e-6)

@@ -67,12 +67,18 @@ def test_max_windows_caps_the_list():
     assert len(clip_windows(60.0)) == _expected_count(60.0, 12, 6.0)
 
 
-@pytest.mark.parametrize("kwargs,word", [
-    ({"total_seconds": 0.0}, "total_seconds"), ({"total_seconds": float("nan")}, "total_seconds"),
-    ({"total_seconds": 5.0, "frames": 1}, "frames"), ({"total_seconds": 5.0, "frames": 12.0}, "frames"),
-    ({"total_seconds": 5.0, "fps": 0.0}, "fps"), ({"total_seconds": 5.0, "fps": float("inf")}, "fps"),
-    ({"total_seconds": 5.0, "max_windows": 0}, "max_windows"),
-])
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        ({"total_seconds": 0.0}, "total_seconds"),
+        ({"total_seconds": float("nan")}, "total_seconds"),
+        ({"total_seconds": 5.0, "frames": 1}, "frames"),
+        ({"total_seconds": 5.0, "frames": 12.0}, "frames"),
+        ({"total_seconds": 5.0, "fps": 0.0}, "fps"),
+        ({"total_seconds": 5.0, "fps": float("inf")}, "fps"),
+        ({"total_seconds": 5.0, "max_windows": 0}, "max_windows"),
+    ],
+)
 def test_invalid_arguments(kwargs, word):
     with pytest.raises(InvalidInputError, match=word):
         clip_windows(**kwargs)

@@ -60,7 +60,14 @@ def write_small_imagebind(path: Path) -> Path:
 
 def write_image(path: Path) -> Path:
     gradient = torch.linspace(0, 255, 96).to(torch.uint8)
-    pixels = torch.stack([gradient[None].expand(80, -1), gradient[:80, None].expand(-1, 96), torch.full((80, 96), 90, dtype=torch.uint8)], -1)
+    pixels = torch.stack(
+        [
+            gradient[None].expand(80, -1),
+            gradient[:80, None].expand(-1, 96),
+            torch.full((80, 96), 90, dtype=torch.uint8),
+        ],
+        -1,
+    )
     Image.fromarray(pixels.numpy()).save(path)
     return path
 
@@ -158,7 +165,9 @@ def test_negative_audio_guidance_is_rejected_naming_the_input(server):
     assert status == 400
     (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "AVSyncSampler"]
     errors = reply["node_errors"][sampler_id]["errors"]
-    assert {(e["type"], e["extra_info"]["input_name"]) for e in errors} == {("value_smaller_than_min", "audio_guidance")}
+    assert {(e["type"], e["extra_info"]["input_name"]) for e in errors} == {
+        ("value_smaller_than_min", "audio_guidance")
+    }
     assert "smaller than min of 0.0" in errors[0]["message"]
 
 
@@ -243,18 +252,27 @@ def test_ui_workflow_fits_the_servers_nodes_and_matches_its_api_twin(object_info
                 _check_widget(node["type"], input_name, _input_spec(spec, input_name), value)
                 api_inputs[input_name] = value
 
-        sockets = [(name_, section) for section in ("required", "optional") for name_ in spec["input_order"].get(section, [])
-                   if name_ not in {w for w, _ in widgets}]
-        assert [i["name"] for i in node["inputs"]] == [s for s, _ in sockets], f"node {node_id} ({node['type']}) sockets"
+        sockets = [
+            (name_, section)
+            for section in ("required", "optional")
+            for name_ in spec["input_order"].get(section, [])
+            if name_ not in {w for w, _ in widgets}
+        ]
+        assert [i["name"] for i in node["inputs"]] == [s for s, _ in sockets], (
+            f"node {node_id} ({node['type']}) sockets"
+        )
         for socket, (socket_name, section) in zip(node["inputs"], sockets):
             assert socket["type"] == _input_spec(spec, socket_name)[0], (node_id, socket_name)
             assert (socket.get("shape") == 7) == (section == "optional"), (node_id, socket_name)
             if socket["link"] is None:
-                assert section == "optional", f"node {node_id} ({node['type']}): required input {socket_name} is not connected"
+                assert section == "optional", (
+                    f"node {node_id} ({node['type']}): required input {socket_name} is not connected"
+                )
                 continue
             _, source, source_slot, target, target_slot, link_type = links[socket["link"]]
-            assert (target, node["inputs"][target_slot]["name"], link_type) == (node_id, socket_name, socket["type"]), \
+            assert (target, node["inputs"][target_slot]["name"], link_type) == (node_id, socket_name, socket["type"]), (
                 f"link {socket['link']} does not end at node {node_id}.{socket_name} with type {socket['type']}"
+            )
             source_spec = object_info[nodes[source]["type"]]
             assert source_spec["output"][source_slot] == link_type, f"link {socket['link']} carries the wrong type"
             assert socket["link"] in nodes[source]["outputs"][source_slot]["links"]

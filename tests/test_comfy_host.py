@@ -55,10 +55,14 @@ def test_tiny_unet_config_is_the_documented_comfyui_config(tiny_unet):
     _, unet_config = tiny_unet
     # The values golden/README.md gives for unet_tiny_c "in ComfyUI's terms".
     expected = {
-        "model_channels": 32, "channel_mult": [1, 1, 2, 2], "num_res_blocks": [2, 2, 2, 2],
+        "model_channels": 32,
+        "channel_mult": [1, 1, 2, 2],
+        "num_res_blocks": [2, 2, 2, 2],
         "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
         "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        "context_dim": 32, "num_heads": 4, "num_head_channels": -1,
+        "context_dim": 32,
+        "num_heads": 4,
+        "num_head_channels": -1,
     }
     assert {k: unet_config[k] for k in expected} == expected
 
@@ -165,8 +169,9 @@ def test_server_runs_core_txt2img_and_reports_import_failures(tmp_path):
     (tmp_path / "extra" / "ckpts").mkdir(parents=True)
     (tmp_path / "extra" / "ckpts" / "extra_dummy.safetensors").write_bytes(b"")
     extra_paths = {"host_test": {"base_path": str(tmp_path / "extra"), "checkpoints": "ckpts"}}
-    with ComfyServer(plugin=False, custom_nodes={"broken_pack": _broken_node_pack(tmp_path)},
-                     extra_model_paths=extra_paths) as server:
+    with ComfyServer(
+        plugin=False, custom_nodes={"broken_pack": _broken_node_pack(tmp_path)}, extra_model_paths=extra_paths
+    ) as server:
         failures = server.import_failures()
         assert len(failures) == 1 and "broken_pack" in failures[0]
         assert "marker-7f3a" in server.log_tail()

@@ -34,6 +34,7 @@ BATCHING_REL = 1e-4
 # Fixtures and helpers
 # --------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def model_folders(**paths: list[Path]):
     """Point folder_paths keys at the given folders for the duration, then restore what was there."""
@@ -78,7 +79,9 @@ def models_root(pack, official_tiny_c, golden, tmp_path_factory):
     motion, info = load_motion_module(official_tiny_c)
     save_motion_module(root / "avsyncd" / "tiny_c_motion.safetensors", motion, frames=info.frames, fps=info.fps)
     tiny_imagebind = golden / "imagebind_audio_tiny" / "imagebind_audio_tiny.safetensors"
-    ImageBindAudioEncoder.from_file(tiny_imagebind, num_heads=4).save_safetensors(root / "imagebind" / "imagebind_tiny.safetensors")
+    ImageBindAudioEncoder.from_file(tiny_imagebind, num_heads=4).save_safetensors(
+        root / "imagebind" / "imagebind_tiny.safetensors"
+    )
     return root
 
 
@@ -86,7 +89,9 @@ def models_root(pack, official_tiny_c, golden, tmp_path_factory):
 def folders(models_root):
     import folder_paths
 
-    with model_folders(**{k: folder_paths.get_folder_paths(k) + [models_root / k] for k in ("avsyncd", "imagebind", "loras")}):
+    with model_folders(
+        **{k: folder_paths.get_folder_paths(k) + [models_root / k] for k in ("avsyncd", "imagebind", "loras")}
+    ):
         yield models_root
 
 
@@ -188,22 +193,27 @@ def run_plain(model, text, seed: int = 1) -> torch.Tensor:
 
 def run_avsync(model, audio, first, text, audio_guidance=4.0, text_guidance=1.0, seed=2, window=0) -> torch.Tensor:
     """AVSync Guider + AVSync Clip Latent + core SamplerCustomAdvanced."""
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuiderNode
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
 
     with torch.inference_mode():
-        guider = AVSyncGuiderNode().get_guider(model, text.positive, audio, audio_guidance, text_guidance, window, text.negative)[0]
+        guider = AVSyncGuider().get_guider(
+            model, text.positive, audio, audio_guidance, text_guidance, window, text.negative
+        )[0]
         latent = AVSyncClipLatent().make(model, audio, first_latent=first)[0]
     return sample_custom(model, guider, latent, seed)
 
 
 def with_probe(model):
-    """A clone of ``model`` with a DIFFUSION_MODEL wrapper inside the pack's: it records what the UNet is called with."""
+    """A clone of ``model`` with a DIFFUSION_MODEL wrapper inside the pack's: it records what the UNet is called
+    with."""
     import comfy.patcher_extension
 
     calls = []
 
     def probe(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        calls.append(SimpleNamespace(x=x.clone(), context=context.clone(), chunks=list(transformer_options["cond_or_uncond"])))
+        calls.append(
+            SimpleNamespace(x=x.clone(), context=context.clone(), chunks=list(transformer_options["cond_or_uncond"]))
+        )
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
     probed = model.clone()
@@ -219,6 +229,7 @@ def motion_of(patched):
 
 def patcher_state(model) -> tuple:
     """Everything Apply could change on a ModelPatcher, by identity of the stored objects."""
+
     def ids(mapping):
         return {k: [id(x) for x in v] if isinstance(v, list) else id(v) for k, v in mapping.items()}
 
@@ -238,6 +249,7 @@ def patcher_state(model) -> tuple:
 # Composability
 # --------------------------------------------------------------------------------------------------
 
+
 def test_apply_leaves_the_input_model_untouched_and_unpatched_after_a_run(tiny, motion, audio, first, text):
     base = tiny.base.clone()
     module = base.model.diffusion_model
@@ -250,7 +262,9 @@ def test_apply_leaves_the_input_model_untouched_and_unpatched_after_a_run(tiny, 
     assert patcher_state(base) == state_before, "Apply changed the input MODEL's patches, wrappers or options"
     assert patched is not base and patched.is_clone(base)
     animated = run_avsync(patched, audio, first, text)
-    assert type(module.input_blocks[1][0].in_layers[2]).__name__.startswith("AVSync"), "the patch was live during the run"
+    assert type(module.input_blocks[1][0].in_layers[2]).__name__.startswith("AVSync"), (
+        "the patch was live during the run"
+    )
 
     plain_after = run_plain(base, text)
     assert module.input_blocks[1][0].in_layers[2] is resnet_conv, "the plain model runs its original modules again"
@@ -281,7 +295,9 @@ def test_motion_module_is_loaded_and_accounted_by_comfy_memory_management(tiny, 
     patched = apply(tiny.base.clone(), motion)
     run_avsync(patched, audio, first, text)
     module = motion_of(patched)
-    loaded = [m for m in comfy.model_management.current_loaded_models if m.model is not None and m.model.model is module]
+    loaded = [
+        m for m in comfy.model_management.current_loaded_models if m.model is not None and m.model.model is module
+    ]
     assert len(loaded) == 1, "the motion module is loaded by load_models_gpu as a model of its own"
     size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     assert loaded[0].model.model_size() == size
@@ -330,7 +346,10 @@ def test_weight_patch_on_a_shadowed_conv_reaches_the_avsyncd_path(tiny, golden, 
 
     patched = apply(tiny.base.clone(), motion)
     shadow = patched.object_patches["diffusion_model.input_blocks.1.0.in_layers.2"]
-    assert isinstance(shadow, _TemporalMix) and shadow.__dict__ is tiny.base.model.diffusion_model.input_blocks[1][0].in_layers[2].__dict__
+    assert (
+        isinstance(shadow, _TemporalMix)
+        and shadow.__dict__ is tiny.base.model.diffusion_model.input_blocks[1][0].in_layers[2].__dict__
+    )
     plain_result = run_avsync(patched, audio, first, text)
     with_diff = patched.clone()
     assert with_diff.add_patches({key: (diff,)}, 1.0) == [key]
@@ -386,8 +405,12 @@ def test_audio_guidance_acts_through_the_difference_between_real_and_null_audio(
     silent_null = dataclasses.replace(audio, null_tokens=audio.tokens[:1].clone())
     reference = run_avsync(patched, silent_null, first, text, audio_guidance=4.0)
     for eta in (1.0, 8.0):  # eta 1 is a single branch: ComfyUI then batches fewer rows
-        assert_close_rel(run_avsync(patched, silent_null, first, text, audio_guidance=eta), reference, BATCHING_REL,
-                         f"audio guidance {eta} with null audio = real audio")
+        assert_close_rel(
+            run_avsync(patched, silent_null, first, text, audio_guidance=eta),
+            reference,
+            BATCHING_REL,
+            f"audio guidance {eta} with null audio = real audio",
+        )
     real = run_avsync(patched, audio, first, text, audio_guidance=4.0)
     stronger = run_avsync(patched, audio, first, text, audio_guidance=8.0)
     assert (stronger - real).abs().max() > 1e3 * BATCHING_REL * real.abs().max(), "eta acts when the audio differs"
@@ -402,8 +425,21 @@ def test_unet_sees_the_clean_first_frame_and_the_output_keeps_it(tiny, motion, a
         image_latent = comfy_nodes.VAEEncode().encode(vae, image)[0]["samples"]
     patched, calls = with_probe(apply(tiny.base.clone(), motion))
     with torch.inference_mode():
-        out = AVSyncSampler().sample(patched, text.positive, text.negative, audio, 0, STEPS, 4.0, 1.0, "dpmpp_2m",
-                                     "karras", 1.0, image=image, vae=vae)[0]["samples"]
+        out = AVSyncSampler().sample(
+            patched,
+            text.positive,
+            text.negative,
+            audio,
+            0,
+            STEPS,
+            4.0,
+            1.0,
+            "dpmpp_2m",
+            "karras",
+            1.0,
+            image=image,
+            vae=vae,
+        )[0]["samples"]
     assert out.shape == (FRAMES, 4, 8, 8)
     assert torch.equal(out[0], image_latent[0]), "frame 0 of the output is the image latent, bit for bit"
     clean = tiny.base.model.process_latent_in(image_latent)[0]
@@ -430,8 +466,9 @@ def test_nodes_between_sampler_and_unet_see_the_clean_first_frame(tiny, motion, 
 
     patched.set_model_unet_function_wrapper(unet_function_wrapper)
     with torch.inference_mode():
-        AVSyncSampler().sample(patched, text.positive, text.negative, audio, 0, STEPS, 4.0, 1.0, "euler", "normal", 1.0,
-                               first_latent=first)
+        AVSyncSampler().sample(
+            patched, text.positive, text.negative, audio, 0, STEPS, 4.0, 1.0, "euler", "normal", 1.0, first_latent=first
+        )
     clean = tiny.base.model.process_latent_in(first["samples"])
     assert len(seen) == STEPS
     for frame0 in seen:
@@ -441,8 +478,8 @@ def test_nodes_between_sampler_and_unet_see_the_clean_first_frame(tiny, motion, 
 def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text):
     import comfy.sample
     import comfy.samplers
-    from comfyui_avsync.avsync_core.folded import clip_latents
-    from comfyui_avsync.nodes.guider import AVSyncGuider
+    from comfyui_avsync.avsync_core.sampling.run import clip_latents
+    from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
     long_audio = encode(encoder, seconds=1.2, max_windows=0)
@@ -450,25 +487,47 @@ def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text
     patched = apply(tiny.base.clone(), motion)
     seed = 21
     with torch.inference_mode():
-        out = AVSyncSampler().sample(patched, text.positive, text.negative, long_audio, seed, STEPS, 4.0, 1.0, "euler",
-                                     "normal", 1.0, first_latent=first)[0]["samples"]
+        out = AVSyncSampler().sample(
+            patched,
+            text.positive,
+            text.negative,
+            long_audio,
+            seed,
+            STEPS,
+            4.0,
+            1.0,
+            "euler",
+            "normal",
+            1.0,
+            first_latent=first,
+        )[0]["samples"]
     assert out.shape == (1 + 2 * (FRAMES - 1), 4, 8, 8)
 
-    sigmas = comfy.samplers.KSampler(patched, STEPS, patched.load_device, "euler", "normal", 1.0, patched.model_options).sigmas
+    sigmas = comfy.samplers.KSampler(
+        patched, STEPS, patched.load_device, "euler", "normal", 1.0, patched.model_options
+    ).sigmas
 
     def window(index, start, audio_window=None):
         latent = clip_latents(start, FRAMES)
-        guider = AVSyncGuider(patched, long_audio, 4.0, 1.0, window=index if audio_window is None else audio_window)
+        guider = AVSyncCFGGuider(patched, long_audio, 4.0, 1.0, window=index if audio_window is None else audio_window)
         guider.set_conds(text.positive, text.negative)
         with torch.inference_mode():
-            return guider.sample(comfy.sample.prepare_noise(latent, seed + index), latent,
-                                 comfy.samplers.sampler_object("euler"), sigmas, seed=seed + index, disable_pbar=True)
+            return guider.sample(
+                comfy.sample.prepare_noise(latent, seed + index),
+                latent,
+                comfy.samplers.sampler_object("euler"),
+                sigmas,
+                seed=seed + index,
+                disable_pbar=True,
+            )
 
     first_window = window(0, first["samples"])
     assert torch.equal(out[:FRAMES], first_window)
     second_window = window(1, first_window[-1:])
     assert torch.equal(out[FRAMES:], second_window[1:]), "window 2 starts from window 1's last frame"
-    assert not torch.allclose(window(1, first_window[-1:], audio_window=0)[1:], out[FRAMES:]), "window 2 hears its own audio"
+    assert not torch.allclose(window(1, first_window[-1:], audio_window=0)[1:], out[FRAMES:]), (
+        "window 2 hears its own audio"
+    )
 
 
 @contextlib.contextmanager
@@ -501,8 +560,20 @@ def test_sampler_reports_progress_per_step_with_previews(tiny, motion, encoder, 
     args.preview_method = comfy.cli_args.LatentPreviewMethod.Latent2RGB
     try:
         with progress_hook() as updates, torch.inference_mode():
-            AVSyncSampler().sample(patched, text.positive, text.negative, long_audio, 0, STEPS, 4.0, 1.0, "euler",
-                                   "normal", 1.0, first_latent=first)
+            AVSyncSampler().sample(
+                patched,
+                text.positive,
+                text.negative,
+                long_audio,
+                0,
+                STEPS,
+                4.0,
+                1.0,
+                "euler",
+                "normal",
+                1.0,
+                first_latent=first,
+            )
     finally:
         args.preview_method = previous_method
     assert [(v, t) for v, t, _ in updates] == [(step, 2 * STEPS) for step in range(1, 2 * STEPS + 1)]
@@ -518,8 +589,20 @@ def test_interrupt_stops_sampling_with_comfy_exception(tiny, motion, audio, firs
     try:
         with progress_hook(lambda value, total: comfy.model_management.interrupt_current_processing(True)) as updates:
             with pytest.raises(comfy.model_management.InterruptProcessingException), torch.inference_mode():
-                AVSyncSampler().sample(patched, text.positive, text.negative, audio, 0, 3, 4.0, 1.0, "euler", "normal",
-                                       1.0, first_latent=first)
+                AVSyncSampler().sample(
+                    patched,
+                    text.positive,
+                    text.negative,
+                    audio,
+                    0,
+                    3,
+                    4.0,
+                    1.0,
+                    "euler",
+                    "normal",
+                    1.0,
+                    first_latent=first,
+                )
     finally:
         comfy.model_management.interrupt_current_processing(False)
     assert [(v, t) for v, t, _ in updates] == [(1, 3)], "sampling stopped at the step after the interrupt"
@@ -528,6 +611,7 @@ def test_interrupt_stops_sampling_with_comfy_exception(tiny, motion, audio, firs
 # --------------------------------------------------------------------------------------------------
 # Misuse and bad input
 # --------------------------------------------------------------------------------------------------
+
 
 def _meta_patcher(model_config):
     """A ModelPatcher around a full-size model built on the meta device: real classes and configs, no memory."""
@@ -541,10 +625,9 @@ def _meta_patcher(model_config):
 
 
 def _foreign_model_config(family: str):
-    import yaml
-
     import comfy.model_detection
     import comfy.supported_models
+    import yaml
 
     if family == "SD2":
         ldm = yaml.safe_load((comfy_host.comfyui_path() / "models" / "configs" / "v2-inference.yaml").read_text())
@@ -552,22 +635,62 @@ def _foreign_model_config(family: str):
         unet = {**unet, **comfy.supported_models.SD20.unet_config, "use_checkpoint": False}
         unet.pop("use_fp16", None)
     elif family == "SDXL":
-        unet = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-                "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
-                "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
-                "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
-                "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
-                "use_temporal_attention": False, "use_temporal_resblock": False}
+        unet = {
+            "use_checkpoint": False,
+            "image_size": 32,
+            "out_channels": 4,
+            "use_spatial_transformer": True,
+            "legacy": False,
+            "num_classes": "sequential",
+            "adm_in_channels": 2816,
+            "in_channels": 4,
+            "model_channels": 320,
+            "num_res_blocks": [2, 2, 2],
+            "transformer_depth": [0, 0, 2, 2, 10, 10],
+            "channel_mult": [1, 2, 4],
+            "transformer_depth_middle": 10,
+            "use_linear_in_transformer": True,
+            "context_dim": 2048,
+            "num_head_channels": 64,
+            "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+            "use_temporal_attention": False,
+            "use_temporal_resblock": False,
+        }
     elif family == "SD3":
-        unet = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 24, "input_size": None,
-                "adm_in_channels": 2048, "pos_embed_scaling_factor": None, "num_patches": 36864,
-                "pos_embed_max_size": 192, "x_block_self_attn_layers": [],
-                "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 1536}}}
+        unet = {
+            "in_channels": 16,
+            "patch_size": 2,
+            "out_channels": 16,
+            "depth": 24,
+            "input_size": None,
+            "adm_in_channels": 2048,
+            "pos_embed_scaling_factor": None,
+            "num_patches": 36864,
+            "pos_embed_max_size": 192,
+            "x_block_self_attn_layers": [],
+            "context_embedder_config": {
+                "target": "torch.nn.Linear",
+                "params": {"in_features": 4096, "out_features": 1536},
+            },
+        }
     else:  # Flux
-        unet = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": 768,
-                "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19,
-                "depth_single_blocks": 38, "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True,
-                "guidance_embed": True}
+        unet = {
+            "image_model": "flux",
+            "in_channels": 16,
+            "out_channels": 16,
+            "patch_size": 2,
+            "vec_in_dim": 768,
+            "context_in_dim": 4096,
+            "hidden_size": 3072,
+            "mlp_ratio": 4.0,
+            "num_heads": 24,
+            "depth": 19,
+            "depth_single_blocks": 38,
+            "axes_dim": [16, 56, 56],
+            "theta": 10000,
+            "qkv_bias": True,
+            "guidance_embed": True,
+        }
     config = comfy.model_detection.model_config_from_unet_config(unet)
     assert type(config).__name__ == {"SD2": "SD20"}.get(family, family), f"ComfyUI did not take this for {family}"
     return config
@@ -593,13 +716,13 @@ def test_motion_module_on_a_non_sd15_model_names_the_input_and_the_fix(pack, mot
 
 def test_latent_whose_frames_do_not_fit_the_audio_is_refused(tiny, motion, encoder, audio, first, text):
     from comfyui_avsync.avsync_core.errors import InvalidInputError
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuiderNode
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
 
     patched = apply(tiny.base.clone(), motion)
     six_frame_audio = encode(encoder, frames=6)
     with torch.inference_mode():
         latent = AVSyncClipLatent().make(patched, six_frame_audio, first_latent=first)[0]
-        guider = AVSyncGuiderNode().get_guider(patched, text.positive, audio, 4.0, 1.0, 0, text.negative)[0]
+        guider = AVSyncGuider().get_guider(patched, text.positive, audio, 4.0, 1.0, 0, text.negative)[0]
     with pytest.raises(InvalidInputError) as error:
         sample_custom(patched, guider, latent)
     message = str(error.value)
@@ -614,7 +737,9 @@ def _write_video_without_sound(path: Path) -> None:
         stream.width = stream.height = 32
         stream.pix_fmt = "yuv420p"
         for i in range(6):
-            frame = av.VideoFrame.from_ndarray(torch.full((32, 32, 3), 40 * i, dtype=torch.uint8).numpy(), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                torch.full((32, 32, 3), 40 * i, dtype=torch.uint8).numpy(), format="rgb24"
+            )
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
 
@@ -645,15 +770,21 @@ def test_empty_model_folders_offer_a_placeholder_that_says_what_to_put_where(pac
 
     (tmp_path / "empty").mkdir()
     with model_folders(avsyncd=[tmp_path / "empty"], imagebind=[tmp_path / "empty"]):
-        for loader, folder, what in ((AVSyncMotionModuleLoader, "avsyncd", "AVSyncD motion module"),
-                                     (AVSyncImageBindLoader, "imagebind", "imagebind_huge.pth")):
-            (choices, options), = loader.INPUT_TYPES()["required"].values()
+        for loader, folder, what in (
+            (AVSyncMotionModuleLoader, "avsyncd", "AVSyncD motion module"),
+            (AVSyncImageBindLoader, "imagebind", "imagebind_huge.pth"),
+        ):
+            ((choices, options),) = loader.INPUT_TYPES()["required"].values()
             assert len(choices) == 1 and f"models/{folder}" in choices[0]
             assert f"ComfyUI/models/{folder}/" in options["tooltip"]
             with pytest.raises(CheckpointError) as error:
                 loader().load(choices[0])
             message = str(error.value)
-            assert f"No model found in models/{folder}" in message and what in message and f"ComfyUI/models/{folder}/" in message
+            assert (
+                f"No model found in models/{folder}" in message
+                and what in message
+                and f"ComfyUI/models/{folder}/" in message
+            )
             with pytest.raises(CheckpointError, match=f"gone.safetensors is not in models/{folder}"):
                 loader().load("gone.safetensors")
 
@@ -664,11 +795,13 @@ def test_negative_guidance_is_refused_by_comfy_validation_and_by_the_guider(tiny
     import execution
     import nodes as comfy_nodes
     from comfyui_avsync.avsync_core.errors import InvalidInputError
-    from comfyui_avsync.nodes.guider import AVSyncGuider
+    from comfyui_avsync.nodes.guider import AVSyncCFGGuider
 
     for node_id in ("AVSyncGuider", "AVSyncSampler"):
         monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, node_id, pack.NODE_CLASS_MAPPINGS[node_id])
-    prompt = {"1": {"class_type": "AVSyncGuider", "inputs": {"audio_guidance": -1.0, "text_guidance": 1.0, "window": 0}}}
+    prompt = {
+        "1": {"class_type": "AVSyncGuider", "inputs": {"audio_guidance": -1.0, "text_guidance": 1.0, "window": 0}}
+    }
     valid, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "1", {}))
     assert not valid
     below_min = [e for e in errors if e["type"] == "value_smaller_than_min"]
@@ -678,7 +811,7 @@ def test_negative_guidance_is_refused_by_comfy_validation_and_by_the_guider(tiny
     patched = apply(tiny.base.clone(), motion)
     for kwargs, name in (({"audio_scale": -1.0}, "audio guidance"), ({"text_scale": -0.5}, "text guidance")):
         with pytest.raises(InvalidInputError, match=f"{name} must be 0 or more"):
-            AVSyncGuider(patched, audio, **kwargs)
+            AVSyncCFGGuider(patched, audio, **kwargs)
 
 
 def test_image_not_a_multiple_of_8_is_cropped_like_core_vae_encode(tiny, motion, audio, text, vae):
@@ -689,8 +822,21 @@ def test_image_not_a_multiple_of_8_is_cropped_like_core_vae_encode(tiny, motion,
     patched = apply(tiny.base.clone(), motion)
     with torch.inference_mode():
         core = comfy_nodes.VAEEncode().encode(vae, image)[0]["samples"]
-        out = AVSyncSampler().sample(patched, text.positive, text.negative, audio, 0, STEPS, 4.0, 1.0, "euler",
-                                     "normal", 1.0, image=image, vae=vae)[0]["samples"]
+        out = AVSyncSampler().sample(
+            patched,
+            text.positive,
+            text.negative,
+            audio,
+            0,
+            STEPS,
+            4.0,
+            1.0,
+            "euler",
+            "normal",
+            1.0,
+            image=image,
+            vae=vae,
+        )[0]["samples"]
     assert core.shape == (1, 4, 7, 8)
     assert out.shape == (FRAMES, 4, 7, 8) and torch.isfinite(out).all()
     assert torch.equal(out[0], core[0])
@@ -705,10 +851,10 @@ def test_applying_twice_is_refused(tiny, motion):
 
 def test_avsync_guider_on_a_plain_model_is_refused(tiny, audio, text):
     from comfyui_avsync.avsync_core.errors import AVSyncError
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuiderNode
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuider
 
     with pytest.raises(AVSyncError, match="needs a MODEL with AVSyncD applied.*'Apply AVSyncD'"):
-        AVSyncGuiderNode().get_guider(tiny.base.clone(), text.positive, audio, 4.0, 1.0, 0, text.negative)
+        AVSyncGuider().get_guider(tiny.base.clone(), text.positive, audio, 4.0, 1.0, 0, text.negative)
 
 
 def test_plain_ksampler_on_the_patched_model_says_which_sampler_to_use(tiny, motion, text):
@@ -717,14 +863,24 @@ def test_plain_ksampler_on_the_patched_model_says_which_sampler_to_use(tiny, mot
 
     patched = apply(tiny.base.clone(), motion)
     with pytest.raises(AVSyncError) as error, torch.inference_mode():
-        comfy_nodes.KSampler().sample(patched, 0, STEPS, 3.0, "euler", "normal", text.positive, text.negative,
-                                      {"samples": torch.zeros(FRAMES, 4, 8, 8)})
+        comfy_nodes.KSampler().sample(
+            patched,
+            0,
+            STEPS,
+            3.0,
+            "euler",
+            "normal",
+            text.positive,
+            text.negative,
+            {"samples": torch.zeros(FRAMES, 4, 8, 8)},
+        )
     assert "'AVSync Sampler'" in str(error.value) and "'AVSync Guider'" in str(error.value)
 
 
 # --------------------------------------------------------------------------------------------------
 # Node definitions and model folders
 # --------------------------------------------------------------------------------------------------
+
 
 def test_every_node_has_stable_prefixed_ids_categories_and_tooltips(pack, folders):
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
@@ -766,7 +922,9 @@ def test_models_in_extra_model_paths_folders_are_listed(pack, models_root, tmp_p
         file_module = AVSyncMotionModuleLoader().load(motion_choices[1])[0][0]
     (models_root / "avsyncd" / "notes.txt").unlink()
     folder_state, file_state = folder_module.state_dict(), file_module.state_dict()
-    assert folder_state.keys() == file_state.keys() and all(torch.equal(folder_state[k], file_state[k]) for k in folder_state)
+    assert folder_state.keys() == file_state.keys() and all(
+        torch.equal(folder_state[k], file_state[k]) for k in folder_state
+    )
 
 
 def test_official_release_tree_is_found_at_any_depth_and_listed_once(pack, official_tiny_c, tmp_path):

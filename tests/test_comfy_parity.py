@@ -38,9 +38,9 @@ def _transformer_options(patched, run):
 @pytest.mark.parametrize("case", ["forward_1", "forward_2"])
 def test_patched_comfy_unet_matches_official_forward(host, case):
     pkg, base, motion = host
-    from comfyui_avsync.avsync_core.folded import FoldedRun
-    from comfyui_avsync.nodes.patching import apply_avsync
     import comfy.model_management
+    from comfyui_avsync.avsync_core.sampling.run import SamplingRun
+    from comfyui_avsync.nodes.patching import apply_avsync
 
     patched = apply_avsync(base, motion)
     comfy.model_management.load_models_gpu([patched])
@@ -51,10 +51,14 @@ def test_patched_comfy_unet_matches_official_forward(host, case):
     timestep = (timestep[None].expand(b) if timestep.dim() == 0 else timestep).repeat_interleave(f).float()
     context = t["in.encoder_hidden_states"].reshape(b * f, *t["in.encoder_hidden_states"].shape[2:])
     audio = t["in.audio_encoder_hidden_states"]
-    run = FoldedRun(frames=f, first_latents=sample[:, :, 0], tokens=audio, null_tokens=audio, masks=t["in.audio_attention_mask"][0])
+    run = SamplingRun(
+        frames=f, first_latents=sample[:, :, 0], tokens=audio, null_tokens=audio, masks=t["in.audio_attention_mask"][0]
+    )
     x = sample.transpose(1, 2).reshape(b * f, c, h, w)
     with torch.no_grad():
-        out = patched.model.diffusion_model(x, timestep, context=context, transformer_options=_transformer_options(patched, run))
+        out = patched.model.diffusion_model(
+            x, timestep, context=context, transformer_options=_transformer_options(patched, run)
+        )
     assert_close_rel(out.view(b, f, c, h, w).transpose(1, 2), t["out.sample"], 1e-4, f"ComfyUI {case}")
 
 
@@ -63,23 +67,34 @@ def test_guider_with_comfy_sampler_matches_official_ddim(host):
     pkg, base, motion = host
     import comfy.samplers
     from comfyui_avsync.avsync_core.audio.condition import AudioCondition
-    from comfyui_avsync.nodes.guider import AVSyncGuider
+    from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.patching import apply_avsync
 
     t = load_golden("samplers", "sampler_c_ddim_audio_cfg.safetensors")
     table = json.loads((golden_dir() / "samplers" / "sampler_c_ddim_audio_cfg.json").read_text())["sigma_table"]
     sigmas = torch.tensor(table["sigmas"], dtype=torch.float32)
-    audio = AudioCondition(tokens=t["in.audio_tokens"], null_tokens=t["in.null_audio_tokens"],
-                           masks=t["in.audio_masks"][0], frames=6, fps=6.0)
-    guider = AVSyncGuider(apply_avsync(base, motion), audio, audio_scale=4.0, text_scale=1.0)
+    audio = AudioCondition(
+        tokens=t["in.audio_tokens"],
+        null_tokens=t["in.null_audio_tokens"],
+        masks=t["in.audio_masks"][0],
+        frames=6,
+        fps=6.0,
+    )
+    guider = AVSyncCFGGuider(apply_avsync(base, motion), audio, audio_scale=4.0, text_scale=1.0)
     guider.set_conds([[t["in.text_encodings"], {}]])
 
     scale = base.model.latent_format.scale_factor
     # ComfyUI's x is the DDPM latent times sqrt(1 + sigma^2); frame 0 stays the clean latent.
     start = t["in.init_latents"][0].transpose(0, 1).clone()
     start[1:] *= (1 + sigmas[0] ** 2).sqrt()
-    out = guider.sample(torch.zeros_like(start), start / scale, comfy.samplers.sampler_object("euler"), sigmas, seed=0,
-                        disable_pbar=True)
+    out = guider.sample(
+        torch.zeros_like(start),
+        start / scale,
+        comfy.samplers.sampler_object("euler"),
+        sigmas,
+        seed=0,
+        disable_pbar=True,
+    )
     final = out * scale
     final[1:] /= (1 + sigmas[-1] ** 2).sqrt()
     expected = t["out.final_latents"][0].transpose(0, 1)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder, null_melspectrogram
-from avsync_core.audio.imagebind import main as convert_main
+from avsync_core.audio.imagebind.__main__ import main as convert_main
 from avsync_core.errors import CheckpointError, InvalidInputError
 from conftest import REPO_ROOT, assert_close_rel, golden_dir, load_golden, load_golden_json
 
@@ -106,7 +106,7 @@ def _avsyncd_state(tiny_weights: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     state = {}
     for key, value in tiny_weights.items():
         prefix = next(p for p in AVSYNCD_PREFIXES if key.startswith(p))
-        state[AVSYNCD_PREFIXES[prefix] + key[len(prefix):]] = value
+        state[AVSYNCD_PREFIXES[prefix] + key[len(prefix) :]] = value
     state["final_layer_norm.weight"] = torch.ones(48)
     state["final_layer_norm.bias"] = torch.zeros(48)
     return state
@@ -115,9 +115,16 @@ def _avsyncd_state(tiny_weights: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def _write_avsyncd_checkpoint(root: Path, state: dict[str, torch.Tensor], binary: bool = False) -> Path:
     folder = root / "audio_encoder"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(
-        {"_class_name": "ImageBindSegmaskAudioEncoder", "_diffusers_version": "0.29.2", "n_segment": 12,
-         "pretrained_model_name": "imagebind-huge"}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "ImageBindSegmaskAudioEncoder",
+                "_diffusers_version": "0.29.2",
+                "n_segment": 12,
+                "pretrained_model_name": "imagebind-huge",
+            }
+        )
+    )
     if binary:
         torch.save(state, folder / "diffusion_pytorch_model.bin")
     else:
@@ -176,8 +183,11 @@ def test_real_size_layout_matches_imagebind_huge():
     hparams = load_golden_json("imagebind_huge_audio_hparams.json")
     config = ImageBindAudioConfig()
     derived = hparams["derived"]
-    assert (config.embed_dim, config.depth, config.num_heads) == (derived["embed_dim"], derived["depth"],
-                                                                   derived["num_heads"])
+    assert (config.embed_dim, config.depth, config.num_heads) == (
+        derived["embed_dim"],
+        derived["depth"],
+        derived["num_heads"],
+    )
     assert config.mlp_hidden == derived["mlp_hidden"] and config.num_tokens == 229
     with torch.device("meta"):
         encoder = ImageBindAudioEncoder(config)
@@ -193,8 +203,9 @@ def test_other_modalities_are_ignored_and_missing_audio_is_reported(tmp_path, ti
     mixed["modality_trunks.vision.blocks.0.attn.in_proj_weight"] = torch.zeros(3, 3)
     mixed["modality_heads.vision.2.weight"] = torch.zeros(2, 2)
     torch.save(mixed, tmp_path / "mixed.pth")
-    _assert_same_outputs(tiny, ImageBindAudioEncoder.from_file(tmp_path / "mixed.pth", num_heads=tiny_heads),
-                         io["in.mel"])
+    _assert_same_outputs(
+        tiny, ImageBindAudioEncoder.from_file(tmp_path / "mixed.pth", num_heads=tiny_heads), io["in.mel"]
+    )
     vision_only = {k: v for k, v in mixed.items() if ".audio." not in k}
     torch.save(vision_only, tmp_path / "vision.pth")
     with pytest.raises(CheckpointError, match="no ImageBind audio weights"):
@@ -242,8 +253,11 @@ def test_compact_file_checks_its_format(tmp_path, tiny, tiny_weights):
         ImageBindAudioEncoder.from_safetensors(tmp_path / "ib.safetensors")
     tiny.save_safetensors(tmp_path / "ours.safetensors")
     tensors = load_file(str(tmp_path / "ours.safetensors"))
-    save_file(tensors, str(tmp_path / "future.safetensors"),
-              metadata={"format": "avsync.imagebind_audio", "format_version": "99", "config": "{}"})
+    save_file(
+        tensors,
+        str(tmp_path / "future.safetensors"),
+        metadata={"format": "avsync.imagebind_audio", "format_version": "99", "config": "{}"},
+    )
     with pytest.raises(CheckpointError, match="format version"):
         ImageBindAudioEncoder.from_safetensors(tmp_path / "future.safetensors")
 
@@ -267,8 +281,7 @@ def test_follows_the_encoder_dtype(tiny, io):
 
 def test_convert_command(tmp_path, tiny_weights, tiny_heads, tiny, io, capsys):
     torch.save(dict(tiny_weights), tmp_path / "imagebind.pth")
-    convert_main([str(tmp_path / "imagebind.pth"), str(tmp_path / "audio.safetensors"), "--num-heads",
-                  str(tiny_heads)])
+    convert_main([str(tmp_path / "imagebind.pth"), str(tmp_path / "audio.safetensors"), "--num-heads", str(tiny_heads)])
     assert "wrote" in capsys.readouterr().out
     _assert_same_outputs(tiny, ImageBindAudioEncoder.from_safetensors(tmp_path / "audio.safetensors"), io["in.mel"])
 
@@ -290,6 +303,7 @@ def test_loading_never_reads_the_other_modalities(tmp_path, tiny_weights):
             encoder.encode_tokens(null_melspectrogram(1))
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     """)
-    grown_mib = float(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                                     text=True).stdout.split()[-1])
+    grown_mib = float(
+        subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split()[-1]
+    )
     assert grown_mib < 64, f"loading grew the process by {grown_mib:.0f} MiB"

@@ -7,9 +7,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avsync_core import CheckpointError
-from avsync_core.motion_io import FORMAT, extract_motion_module, load_motion_module, read_motion_state, save_motion_module
+from avsync_core.motion_io import (
+    FORMAT,
+    extract_motion_module,
+    load_motion_module,
+    read_motion_state,
+    save_motion_module,
+)
 from avsync_core.motion_module import MotionModule, is_motion_key
-from avsync_core.sd15 import load_sd15_unet
+from avsync_core.sd15.unet import load_sd15_unet
 from avsync_core.unet import AVSyncUNet
 from conftest import load_golden
 
@@ -17,8 +23,13 @@ from conftest import load_golden
 def _forward(unet, case="forward_1", model="unet_tiny_c"):
     t = load_golden(model, f"{case}.safetensors")
     with torch.no_grad():
-        return unet(t["in.sample"], t["in.timestep"], t["in.encoder_hidden_states"],
-                    t["in.audio_encoder_hidden_states"], t["in.audio_attention_mask"])
+        return unet(
+            t["in.sample"],
+            t["in.timestep"],
+            t["in.encoder_hidden_states"],
+            t["in.audio_encoder_hidden_states"],
+            t["in.audio_attention_mask"],
+        )
 
 
 def test_motion_keys_are_exactly_the_official_trained_keys():
@@ -36,7 +47,9 @@ def test_extract_save_load_round_trip_gives_identical_outputs(official_tiny_c, u
     meta = json.loads(json.dumps(read_motion_state(out_file)[1].metadata))
     assert meta["format"] == FORMAT and meta["format_version"] == "1"
     assert meta["frames"] == "12" and meta["fps"] == "6.0" and meta["audio_dim"] == "48"
-    assert set(load_file(str(out_file))) == {k for k in load_golden("unet_tiny_c", "unet_tiny_c.safetensors") if is_motion_key(k)}
+    assert set(load_file(str(out_file))) == {
+        k for k in load_golden("unet_tiny_c", "unet_tiny_c.safetensors") if is_motion_key(k)
+    }
 
     base = load_sd15_unet(official_tiny_c)  # the SD1.5 part of the official folder
     motion, _ = load_motion_module(out_file)

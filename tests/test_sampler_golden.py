@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from avsync_core.sampling import sample_video_latents, make_scheduler
+from avsync_core.audio import AudioCondition
+from avsync_core.sampling import make_scheduler, sample_video_latents
 from conftest import assert_close_rel, load_golden, load_golden_json
 
 CASES = [
@@ -25,10 +26,7 @@ def test_sampler_matches_official(name, scheduler, model, request):
         make_scheduler(scheduler),
         t["in.first_frame_latents"],
         t["in.text_encodings"],
-        t["in.audio_tokens"],
-        t["in.audio_masks"],
-        t["in.null_audio_tokens"],
-        frames=cfg["frames"],
+        _condition(t, cfg["frames"]),
         steps=cfg["steps"],
         audio_scale=cfg["audio_guidance"],
         text_scale=cfg["text_guidance"],
@@ -49,7 +47,18 @@ def test_sampler_matches_official(name, scheduler, model, request):
 def test_textbook_pndm_warmup_differs_from_official(unet_tiny_a):
     """The official in-place PNDM update is a real difference; turning it off must change the result."""
     t = load_golden("samplers", "sampler_pndm_audio_cfg.safetensors")
-    kwargs = dict(frames=6, steps=6, init_noise=t["in.init_noise"], progress=False)
-    args = (t["in.first_frame_latents"], t["in.text_encodings"], t["in.audio_tokens"], t["in.audio_masks"], t["in.null_audio_tokens"])
+    kwargs = dict(steps=6, init_noise=t["in.init_noise"], progress=False)
+    args = (t["in.first_frame_latents"], t["in.text_encodings"], _condition(t, 6))
     textbook = sample_video_latents(unet_tiny_a, make_scheduler("pndm"), *args, official_pndm_warmup=False, **kwargs)
     assert (textbook - t["out.final_latents"]).abs().max() > 1e-2 * t["out.final_latents"].abs().max()
+
+
+def _condition(t, frames):
+    """The golden's audio tokens, null tokens and (frames, 229) masks as the sampler's audio condition."""
+    return AudioCondition(
+        tokens=t["in.audio_tokens"],
+        null_tokens=t["in.null_audio_tokens"],
+        masks=t["in.audio_masks"][0],
+        frames=frames,
+        fps=6.0,
+    )

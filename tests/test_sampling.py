@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from avsync_core import InvalidInputError
-from avsync_core.guidance import Branch, combine_guidance, guidance_branches
+from avsync_core.audio import AudioCondition
 from avsync_core.sampling import SCHEDULERS, make_scheduler, sample_video_latents
+from avsync_core.sampling.guidance import Branch, combine_guidance, guidance_branches
 from conftest import load_golden
 
 FRAMES = 4
@@ -25,11 +26,29 @@ def inputs():
     }
 
 
+def _condition(inputs, frames=FRAMES, masks=None):
+    """Every row of inputs["audio"] is one clip window of the condition."""
+    return AudioCondition(
+        tokens=inputs["audio"],
+        null_tokens=inputs["null_audio"],
+        masks=inputs["masks"] if masks is None else masks,
+        frames=frames,
+        fps=6.0,
+    )
+
+
 def _run(unet, inputs, first, scheduler="ddim", **kwargs):
     kwargs.setdefault("audio_scale", 4.0)
     return sample_video_latents(
-        unet, make_scheduler(scheduler), first, inputs["text"], inputs["audio"], inputs["masks"], inputs["null_audio"],
-        frames=FRAMES, steps=3, null_text=inputs["null_text"], progress=False, **kwargs,
+        unet,
+        make_scheduler(scheduler),
+        first,
+        inputs["text"],
+        _condition(inputs),
+        steps=3,
+        null_text=inputs["null_text"],
+        progress=False,
+        **kwargs,
     )
 
 
@@ -38,9 +57,9 @@ def test_batch_of_two_under_guidance_equals_two_single_runs(unet_tiny_a, inputs,
     first = torch.cat([inputs["first"], inputs["first"].flip(-1)])
     audio = torch.cat([inputs["audio"], inputs["null_audio"] * 0.5])
     batch_inputs = {**inputs, "audio": audio}
-    both = _run(unet_tiny_a, batch_inputs, first, seed=7, text_scale=text_scale)
-    one = _run(unet_tiny_a, {**inputs, "audio": audio[:1]}, first[:1], seed=7, text_scale=text_scale)
-    two = _run(unet_tiny_a, {**inputs, "audio": audio[1:]}, first[1:], seed=8, text_scale=text_scale)
+    both = _run(unet_tiny_a, batch_inputs, first, seed=7, text_scale=text_scale, window=[0, 1])
+    one = _run(unet_tiny_a, batch_inputs, first[:1], seed=7, text_scale=text_scale, window=0)
+    two = _run(unet_tiny_a, batch_inputs, first[1:], seed=8, text_scale=text_scale, window=1)
     torch.testing.assert_close(both, torch.cat([one, two]), rtol=0, atol=1e-5 * both.abs().max().item())
 
 
@@ -95,18 +114,36 @@ def test_branch_plans_follow_the_official_order():
 )
 def test_bad_guidance_is_refused(unet_tiny_a, inputs, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
-        _run(unet_tiny_a, {**inputs, "null_text": kwargs.pop("null_text", inputs["null_text"])}, inputs["first"], **kwargs)
+        _run(
+            unet_tiny_a,
+            {**inputs, "null_text": kwargs.pop("null_text", inputs["null_text"])},
+            inputs["first"],
+            **kwargs,
+        )
 
 
 def test_bad_shapes_and_counts_are_refused(unet_tiny_a, inputs):
     sched = make_scheduler("ddim")
-    args = (inputs["text"], inputs["audio"], inputs["masks"], inputs["null_audio"])
     with pytest.raises(InvalidInputError, match="at least 2 frames"):
-        sample_video_latents(unet_tiny_a, sched, inputs["first"], *args, frames=1, progress=False)
+        sample_video_latents(
+            unet_tiny_a, sched, inputs["first"], inputs["text"], _condition(inputs, frames=1), progress=False
+        )
     with pytest.raises(InvalidInputError, match="4-D float tensor"):
-        sample_video_latents(unet_tiny_a, sched, inputs["first"][0], *args, frames=FRAMES, progress=False)
+        sample_video_latents(unet_tiny_a, sched, inputs["first"][0], inputs["text"], _condition(inputs), progress=False)
     with pytest.raises(InvalidInputError, match="audio_masks"):
-        sample_video_latents(unet_tiny_a, sched, inputs["first"], inputs["text"], inputs["audio"], inputs["masks"][:2],
-                             inputs["null_audio"], frames=FRAMES, progress=False)
+        sample_video_latents(
+            unet_tiny_a,
+            sched,
+            inputs["first"],
+            inputs["text"],
+            _condition(inputs, masks=inputs["masks"][:2]),
+            progress=False,
+        )
+    with pytest.raises(InvalidInputError, match="window 3 does not exist"):
+        sample_video_latents(
+            unet_tiny_a, sched, inputs["first"], inputs["text"], _condition(inputs), window=3, progress=False
+        )
+    with pytest.raises(InvalidInputError, match="AudioCondition"):
+        sample_video_latents(unet_tiny_a, sched, inputs["first"], inputs["text"], inputs["audio"], progress=False)
     with pytest.raises(InvalidInputError, match="Unknown scheduler"):
         make_scheduler("plms2")

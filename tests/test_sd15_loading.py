@@ -8,9 +8,9 @@ from safetensors.torch import save_file
 
 from avsync_core import CheckpointError
 from avsync_core.motion_module import MotionConfig, is_motion_key
-from avsync_core.naming import diffusers_to_ldm_key, unet_module_map
-from avsync_core.sd15 import LDM_UNET_PREFIX, SD15_UNET_CONFIG, load_sd15_unet
-from avsync_core.unet import base_config_from_official
+from avsync_core.official import base_config_from_official
+from avsync_core.sd15.unet import LDM_UNET_PREFIX, SD15_UNET_CONFIG, load_sd15_unet
+from avsync_core.unet_layout import diffusers_to_ldm_key, unet_module_map
 from conftest import load_golden, load_golden_json
 
 
@@ -44,14 +44,18 @@ def test_ldm_names_of_the_full_sd15_layout():
         "conv_in.weight": "input_blocks.0.0.weight",
         "down_blocks.0.resnets.1.conv1.weight": "input_blocks.2.0.in_layers.2.weight",
         "down_blocks.1.resnets.0.conv_shortcut.weight": "input_blocks.4.0.skip_connection.weight",
-        "down_blocks.2.attentions.1.transformer_blocks.0.attn2.to_k.weight": "input_blocks.8.1.transformer_blocks.0.attn2.to_k.weight",
+        "down_blocks.2.attentions.1.transformer_blocks.0.attn2.to_k.weight": (
+            "input_blocks.8.1.transformer_blocks.0.attn2.to_k.weight"
+        ),
         "down_blocks.2.downsamplers.0.conv.weight": "input_blocks.9.0.op.weight",
         "down_blocks.3.resnets.1.time_emb_proj.bias": "input_blocks.11.0.emb_layers.1.bias",
         "mid_block.attentions.0.proj_in.weight": "middle_block.1.proj_in.weight",
         "mid_block.resnets.1.norm2.weight": "middle_block.2.out_layers.0.weight",
         "up_blocks.0.upsamplers.0.conv.weight": "output_blocks.2.1.conv.weight",
         "up_blocks.1.upsamplers.0.conv.bias": "output_blocks.5.2.conv.bias",
-        "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2.weight": "output_blocks.11.1.transformer_blocks.0.ff.net.2.weight",
+        "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2.weight": (
+            "output_blocks.11.1.transformer_blocks.0.ff.net.2.weight"
+        ),
         "up_blocks.3.resnets.2.conv2.weight": "output_blocks.11.0.out_layers.3.weight",
         "time_embedding.linear_2.weight": "time_embed.2.weight",
         "conv_norm_out.bias": "out.0.bias",
@@ -81,12 +85,31 @@ def _family_file(tmp_path, name, shapes):
 @pytest.mark.parametrize(
     "name,shapes,message",
     [
-        ("sdxl.safetensors", {"input_blocks.0.0.weight": (320, 4, 3, 3), "label_emb.0.0.weight": (1280, 2816),
-                              "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 2048)}, "SDXL"),
-        ("sd21.safetensors", {"input_blocks.0.0.weight": (320, 4, 3, 3),
-                              "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)}, "Stable Diffusion 2"),
-        ("inpaint.safetensors", {"input_blocks.0.0.weight": (320, 9, 3, 3),
-                                 "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}, "9 input channels"),
+        (
+            "sdxl.safetensors",
+            {
+                "input_blocks.0.0.weight": (320, 4, 3, 3),
+                "label_emb.0.0.weight": (1280, 2816),
+                "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 2048),
+            },
+            "SDXL",
+        ),
+        (
+            "sd21.safetensors",
+            {
+                "input_blocks.0.0.weight": (320, 4, 3, 3),
+                "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024),
+            },
+            "Stable Diffusion 2",
+        ),
+        (
+            "inpaint.safetensors",
+            {
+                "input_blocks.0.0.weight": (320, 9, 3, 3),
+                "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768),
+            },
+            "9 input channels",
+        ),
     ],
 )
 def test_other_families_are_refused(tmp_path, name, shapes, message):

@@ -10,7 +10,7 @@ import pytest
 from avsync_core.errors import InvalidInputError
 from avsync_core.train.__main__ import main
 from avsync_core.train.config import TrainConfig, load_config, valid_keys
-from avsync_core.train.loop import lr_factor
+from avsync_core.train.trainer import lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "train"
@@ -34,8 +34,17 @@ def test_tiny_config_uses_tiny_models_on_the_cpu():
 def test_overrides_are_typed_and_win_over_the_file(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("optim:\n  lr: 1.0e-4\ntrain:\n  batch_size: 4\nmodel:\n  tiny: true\n")
-    cfg = load_config(path, ["optim.lr=5e-5", "train.batch_size=2", "optim.betas=[0.8, 0.99]",
-                             "train.gradient_checkpointing=false", "model.init_from=null", "data.root=/x"])
+    cfg = load_config(
+        path,
+        [
+            "optim.lr=5e-5",
+            "train.batch_size=2",
+            "optim.betas=[0.8, 0.99]",
+            "train.gradient_checkpointing=false",
+            "model.init_from=null",
+            "data.root=/x",
+        ],
+    )
     assert cfg.optim.lr == 5e-5 and isinstance(cfg.optim.lr, float)
     assert cfg.train.batch_size == 2 and cfg.optim.betas == (0.8, 0.99)
     assert cfg.train.gradient_checkpointing is False and cfg.model.init_from is None and cfg.data.root == "/x"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from avsync_core.audio.decode import Waveform, decode_audio
+from avsync_core.audio import Waveform, decode_audio
 from avsync_core.errors import AVSyncError, InvalidInputError
 from avsync_core.train.data import (
     AVClipDataset,
@@ -23,7 +23,6 @@ from avsync_core.train.data import (
     scan_dataset,
 )
 from avsync_core.video import center_crop_resize, probe_video, read_frames, write_video
-
 from tests.synthetic_av import click_sound, flash_frames, make_synthetic_dataset, write_click_flash_video
 
 SOURCE_FPS = 24

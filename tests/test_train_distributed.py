@@ -19,7 +19,6 @@ from avsync_core.train.config import load_config
 from avsync_core.train.logs import read_log
 from avsync_core.train.models import build_models
 from conftest import assert_close_rel
-
 from tests.synthetic_av import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,9 +30,20 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
     # Adam divides each gradient by its own magnitude, so for gradients that are zero up to rounding (biases
     # before a GroupNorm) it turns float noise into full-size steps. With eps = 1 the update is linear in the
     # gradient (momentum SGD), and a difference in the parameters is a difference in the gradients.
-    return [f"data.root={data}", f"output_dir={out}", "log.progress=false", "eval.every=0", "train.max_steps=3",
-            "train.gradient_checkpointing=false", "checkpoint.every=3", "log.every=1", "optim.eps=1.0",
-            "optim.lr=0.1", "optim.weight_decay=0", *extra]
+    return [
+        f"data.root={data}",
+        f"output_dir={out}",
+        "log.progress=false",
+        "eval.every=0",
+        "train.max_steps=3",
+        "train.gradient_checkpointing=false",
+        "checkpoint.every=3",
+        "log.every=1",
+        "optim.eps=1.0",
+        "optim.lr=0.1",
+        "optim.weight_decay=0",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +68,25 @@ def _assert_same_training(reference: torch.Tensor, other: torch.Tensor, start: t
 def test_two_processes_train_like_one_with_the_same_global_batch(dataset, tmp_path):
     single, accumulated, two = tmp_path / "single", tmp_path / "accumulated", tmp_path / "torchrun"
     assert main(["--config", CONFIG, *_args(dataset, single, "train.batch_size=4")]) == 0
-    assert main(["--config", CONFIG, *_args(dataset, accumulated, "train.batch_size=2", "train.gradient_accumulation=2")]) == 0
+    assert (
+        main(["--config", CONFIG, *_args(dataset, accumulated, "train.batch_size=2", "train.gradient_accumulation=2")])
+        == 0
+    )
 
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "avsync_core.train", "--config", CONFIG, *_args(dataset, two, "train.batch_size=2")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "avsync_core.train",
+        "--config",
+        CONFIG,
+        *_args(dataset, two, "train.batch_size=2"),
+    ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -71,8 +95,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(dataset, tmp_pa
     reference = _parameters(single)
     _assert_same_training(reference, _parameters(two), start, "motion module, torchrun 2 x 2 vs 1 x 4")
     _assert_same_training(reference, _parameters(accumulated), start, "motion module, 1 x 2 x accumulation 2 vs 1 x 4")
-    losses = {name: [r["loss"] for r in read_log(path / "logs" / "train_log.csv")] for name, path in
-              (("single", single), ("two", two))}
+    losses = {
+        name: [r["loss"] for r in read_log(path / "logs" / "train_log.csv")]
+        for name, path in (("single", single), ("two", two))
+    }
     assert len(losses["two"]) == 3
     for a, b in zip(losses["single"], losses["two"]):
         assert abs(a - b) <= REL * abs(a)

@@ -16,19 +16,27 @@ from avsync_core.train.__main__ import main
 from avsync_core.train.config import load_config
 from avsync_core.train.data import AVClipDataset, collate_clips, load_prompts, scan_dataset
 from avsync_core.train.logs import read_log
-from avsync_core.train.loop import DistContext, Trainer
 from avsync_core.train.models import build_models
+from avsync_core.train.processes import DistContext
+from avsync_core.train.trainer import Trainer
 from avsync_core.unet import AVSyncUNet
 from avsync_core.video import probe_video, read_frames
-
 from tests.synthetic_av import make_synthetic_dataset, write_click_flash_video
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_cpu.yaml")
 
 
 def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--config", CONFIG, f"data.root={data}", f"output_dir={out}", "log.progress=false", "eval.every=0",
-            "train.gradient_checkpointing=false", *extra]
+    return [
+        "--config",
+        CONFIG,
+        f"data.root={data}",
+        f"output_dir={out}",
+        "log.progress=false",
+        "eval.every=0",
+        "train.gradient_checkpointing=false",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +49,19 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "out"
-    args = tiny_args(dataset, out, "train.max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=1", "eval.every=4",
-                     "eval.steps=2", "eval.num_clips=2", "log.every=1", "train.gradient_checkpointing=true",
-                     "data.num_workers=1")
+    args = tiny_args(
+        dataset,
+        out,
+        "train.max_steps=4",
+        "checkpoint.every=2",
+        "checkpoint.keep_last=1",
+        "eval.every=4",
+        "eval.steps=2",
+        "eval.num_clips=2",
+        "log.every=1",
+        "train.gradient_checkpointing=true",
+        "data.num_workers=1",
+    )
     assert main(args) == 0
     return out
 
@@ -81,8 +99,12 @@ def test_saved_motion_module_loads_into_avsyncunet_and_changes_its_output(tiny_r
     trained = AVSyncUNet(base, motion).eval()
     fresh = AVSyncUNet.from_base(base, audio_dim=motion.config.audio_dim).eval()
     g = torch.Generator().manual_seed(0)
-    inputs = (torch.randn(1, 4, 4, 8, 8, generator=g), torch.tensor([500]), torch.randn(1, 77, 32, generator=g),
-              torch.randn(1, 229, 48, generator=g))
+    inputs = (
+        torch.randn(1, 4, 4, 8, 8, generator=g),
+        torch.tensor([500]),
+        torch.randn(1, 77, 32, generator=g),
+        torch.randn(1, 229, 48, generator=g),
+    )
     with torch.no_grad():
         difference = (trained(*inputs) - fresh(*inputs)).abs().max()
     assert difference > 1e-3
@@ -183,8 +205,11 @@ def test_out_of_memory_gives_advice_and_keeps_the_last_checkpoint(dataset, tmp_p
 
     monkeypatch.setattr(Trainer, "train_step", step_then_oom)
     out = tmp_path / "out"
-    _fails(capsys, tiny_args(dataset, out, "train.max_steps=3", "checkpoint.every=1", "train.batch_size=1"),
-           "Out of memory during training")
+    _fails(
+        capsys,
+        tiny_args(dataset, out, "train.max_steps=3", "checkpoint.every=1", "train.batch_size=1"),
+        "Out of memory during training",
+    )
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000001"]
     assert checkpointing.load_state(out / "checkpoints" / "checkpoint-00000001")["step"] == 1
     assert not (out / "motion_module.safetensors").exists()

@@ -16,7 +16,9 @@ REL = 1e-4
 
 @pytest.fixture(scope="module")
 def golden_step():
-    return load_golden("training_loss", "training_loss.safetensors"), load_golden_json("training_loss", "training_loss.json")
+    return load_golden("training_loss", "training_loss.safetensors"), load_golden_json(
+        "training_loss", "training_loss.json"
+    )
 
 
 @pytest.fixture()
@@ -91,8 +93,14 @@ def test_dropped_audio_uses_the_null_tokens(golden_step, trainable_unet):
     with torch.no_grad():
         dropped, _ = _loss(trainable_unet, t)  # element 1 has null audio
         kept, _ = _loss(trainable_unet, {**t, "in.audio_keep_mask": torch.tensor([True, True])})
-        manual, _ = _loss(trainable_unet, {**t, "in.audio_keep_mask": torch.tensor([True, True]),
-                                          "in.audio_tokens": torch.stack([t["in.audio_tokens"][0], t["in.null_audio_tokens"][1]])})
+        manual, _ = _loss(
+            trainable_unet,
+            {
+                **t,
+                "in.audio_keep_mask": torch.tensor([True, True]),
+                "in.audio_tokens": torch.stack([t["in.audio_tokens"][0], t["in.null_audio_tokens"][1]]),
+            },
+        )
     assert not torch.allclose(dropped, kept)
     assert torch.equal(dropped, manual)
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from avsync_core.errors import CheckpointError
 from avsync_core.motion_io import save_motion_module
-from avsync_core.sd15_components import (
+from avsync_core.sd15.components import (
     SD15_VAE_CONFIG,
     load_text_encoder,
     load_tokenizer,
@@ -69,7 +69,10 @@ def test_vae_names_are_the_ldm_names_diffusers_converts_from():
     assert convert_ldm_vae_checkpoint(ldm, dict(vae.config)).keys() == vae.state_dict().keys()
     # Spot checks at SD1.5's real layout.
     assert vae_ldm_name("decoder.up_blocks.0.resnets.2.conv1.weight", 4) == "decoder.up.3.block.2.conv1.weight"
-    assert vae_ldm_name("encoder.down_blocks.1.resnets.0.conv_shortcut.weight", 4) == "encoder.down.1.block.0.nin_shortcut.weight"
+    assert (
+        vae_ldm_name("encoder.down_blocks.1.resnets.0.conv_shortcut.weight", 4)
+        == "encoder.down.1.block.0.nin_shortcut.weight"
+    )
     assert vae_ldm_name("encoder.mid_block.attentions.0.to_out.0.bias", 4) == "encoder.mid.attn_1.proj_out.bias"
     assert vae_ldm_name("decoder.mid_block.resnets.1.norm2.weight", 4) == "decoder.mid.block_2.norm2.weight"
     assert vae_ldm_name("decoder.conv_norm_out.weight", 4) == "decoder.norm_out.weight"

@@ -20,7 +20,6 @@ from avsync_core.motion_io import load_motion_module
 from avsync_core.train import checkpointing
 from avsync_core.train.__main__ import main
 from avsync_core.train.logs import read_log
-
 from tests.synthetic_av import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,9 +49,22 @@ sys.exit(main(args))
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--config", CONFIG, f"data.root={data}", f"output_dir={out}", "log.progress=false", "eval.every=0",
-            "train.gradient_checkpointing=false", "train.deterministic=true", "train.max_steps=4",
-            "checkpoint.every=2", "checkpoint.keep_last=3", "log.every=1", "optim.lr_schedule=cosine", *extra]
+    return [
+        "--config",
+        CONFIG,
+        f"data.root={data}",
+        f"output_dir={out}",
+        "log.progress=false",
+        "eval.every=0",
+        "train.gradient_checkpointing=false",
+        "train.deterministic=true",
+        "train.max_steps=4",
+        "checkpoint.every=2",
+        "checkpoint.keep_last=3",
+        "log.every=1",
+        "optim.lr_schedule=cosine",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +76,13 @@ def dataset(tmp_path_factory) -> Path:
 
 def _kill_while_writing_step_4(data: Path, out: Path, marker: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", _STALLING_DRIVER, str(marker), *_args(data, out)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STALLING_DRIVER, str(marker), *_args(data, out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 300
         while not marker.exists():
@@ -110,7 +127,10 @@ def test_sigkill_during_a_checkpoint_write_then_resume_matches_an_uninterrupted_
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert [int(r["step"]) for r in read_log(interrupted / "logs" / "train_log.csv")] == [1, 2, 3, 4]
-    assert read_log(interrupted / "logs" / "train_log.csv")[3]["loss"] == read_log(uninterrupted / "logs" / "train_log.csv")[3]["loss"]
+    assert (
+        read_log(interrupted / "logs" / "train_log.csv")[3]["loss"]
+        == read_log(uninterrupted / "logs" / "train_log.csv")[3]["loss"]
+    )
 
 
 def test_resume_from_an_explicit_folder_and_refusals(dataset, tmp_path, capsys):

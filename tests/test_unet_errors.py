@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from avsync_core import CheckpointError, InvalidInputError
-from avsync_core.sd15 import SD15_UNET_CONFIG
 from avsync_core.motion_module import MotionConfig
-from avsync_core.unet import AVSyncUNet, check_base_fits
+from avsync_core.sd15.family import check_base_fits
+from avsync_core.sd15.unet import SD15_UNET_CONFIG
 from conftest import load_golden
 
 
@@ -54,8 +54,12 @@ def test_shared_text_and_audio_over_frames_equal_repeated(unet_tiny_a, case):
     audio = case["in.audio_encoder_hidden_states"][:, 0]
     with torch.no_grad():
         shared = _call(unet_tiny_a, case, encoder_hidden_states=text, audio_encoder_hidden_states=audio)
-        repeated = _call(unet_tiny_a, case, encoder_hidden_states=text[:, None].expand(-1, 6, -1, -1).contiguous(),
-                         audio_encoder_hidden_states=audio[:, None].expand(-1, 6, -1, -1).contiguous())
+        repeated = _call(
+            unet_tiny_a,
+            case,
+            encoder_hidden_states=text[:, None].expand(-1, 6, -1, -1).contiguous(),
+            audio_encoder_hidden_states=audio[:, None].expand(-1, 6, -1, -1).contiguous(),
+        )
     torch.testing.assert_close(shared, repeated, rtol=0, atol=1e-6)
 
 

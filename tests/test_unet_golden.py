@@ -40,7 +40,12 @@ def test_time_embedding_and_first_block_match_intermediates(unet_tiny_a):
 def test_frame_order_matters(unet_tiny_a):
     """Guards the (b f) folding: swapping two frames of the input must not just swap the output frames."""
     t = load_golden("unet_tiny_a", "forward_1.safetensors")
-    args = (t["in.timestep"], t["in.encoder_hidden_states"], t["in.audio_encoder_hidden_states"], t["in.audio_attention_mask"])
+    args = (
+        t["in.timestep"],
+        t["in.encoder_hidden_states"],
+        t["in.audio_encoder_hidden_states"],
+        t["in.audio_attention_mask"],
+    )
     swapped = t["in.sample"][:, :, [0, 2, 1, 3, 4, 5]]
     with torch.no_grad():
         out = unet_tiny_a(t["in.sample"], *args)

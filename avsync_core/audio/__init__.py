@@ -3,19 +3,9 @@
 Host-independent (no ComfyUI import); ComfyUI's AUDIO values convert with ``to_comfy_audio``/``from_comfy_audio``.
 """
 
+from .comfy_audio import from_comfy_audio, to_comfy_audio
 from .condition import AudioCondition, encode_audio_condition
-from .decode import (
-    MAX_DECODE_SECONDS,
-    SAMPLE_RATE,
-    Waveform,
-    check_finite,
-    decode_audio,
-    from_comfy_audio,
-    mix_to_mono,
-    probe_audio_duration,
-    resample,
-    to_comfy_audio,
-)
+from .decode import MAX_DECODE_SECONDS, decode_audio, probe_audio_duration
 from .imagebind import AudioEncoderOutput, ImageBindAudioConfig, ImageBindAudioEncoder
 from .mel import (
     CLIP_SECONDS,
@@ -38,6 +28,7 @@ from .segments import (
     segment_time_masks,
     segment_time_windows,
 )
+from .waveform import SAMPLE_RATE, Waveform, check_finite, mix_to_mono, resample
 from .windows import ClipWindow, clip_windows, window_samples
 
 __all__ = [

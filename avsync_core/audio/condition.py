@@ -8,10 +8,10 @@ from typing import Callable
 import torch
 
 from ..errors import AudioError, InvalidInputError
-from .decode import SAMPLE_RATE, Waveform, check_finite
 from .imagebind import ImageBindAudioEncoder
 from .mel import melspectrogram, min_samples, null_melspectrogram
 from .segments import segment_masks
+from .waveform import SAMPLE_RATE, Waveform, check_finite
 from .windows import ClipWindow, clip_windows, window_samples
 
 
@@ -27,6 +27,15 @@ class AudioCondition:
     @property
     def num_windows(self) -> int:
         return int(self.tokens.shape[0])
+
+    def check_window(self, window: int) -> int:
+        """``window`` if this sound has that clip window, else an error listing the ones it has."""
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window < self.num_windows:
+            raise InvalidInputError(
+                f"window {window} does not exist: the audio has {self.num_windows} window(s) "
+                f"(0..{self.num_windows - 1})."
+            )
+        return window
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "AudioCondition":
         """Tokens moved/cast; masks stay bool and only move."""

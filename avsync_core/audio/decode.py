@@ -1,4 +1,4 @@
-"""Reading audio from anything FFmpeg can open, and moving it in and out of ComfyUI's AUDIO value.
+"""Reading audio from anything FFmpeg can open.
 
 The model wants 16 kHz mono. Users bring mp3s, phone videos and hour-long recordings, so decoding seeks to the
 requested window instead of reading the file from the start, places every decoded frame by its timestamp (so
@@ -18,16 +18,15 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import av
 import numpy as np
 import torch
-import torchaudio
 
 from ..errors import AudioError, InvalidInputError
+from .waveform import SAMPLE_RATE, Waveform, check_finite, check_rate, resample
 
-SAMPLE_RATE = 16000
 # Decoding a whole file is refused beyond this length: 30 min of 48 kHz audio is already ~350 MB of float32.
 # Ask for a window (start/duration) instead, or raise the limit explicitly.
 MAX_DECODE_SECONDS = 1800.0
@@ -39,47 +38,6 @@ _RESAMPLE_MARGIN_SECONDS = 0.01
 _INT_SCALES = {"u8": 128.0, "s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63}
 
 
-@dataclass
-class Waveform:
-    """Float32 audio, channels first."""
-
-    samples: torch.Tensor  # (channels, T) float32
-    sample_rate: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.samples, torch.Tensor) or self.samples.ndim != 2:
-            shape = tuple(self.samples.shape) if isinstance(self.samples, torch.Tensor) else type(self.samples)
-            raise InvalidInputError(f"Waveform samples must be a (channels, samples) tensor, got {shape}.")
-        if not self.samples.is_floating_point():
-            raise InvalidInputError(f"Waveform samples must be floating point, got {self.samples.dtype}.")
-        self.samples = self.samples.to(torch.float32)
-        self.sample_rate = _check_rate(self.sample_rate, "Waveform sample_rate")
-
-    @property
-    def channels(self) -> int:
-        return int(self.samples.shape[0])
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.samples.shape[1])
-
-    @property
-    def duration(self) -> float:
-        return self.num_samples / self.sample_rate
-
-    def to_mono(self) -> "Waveform":
-        return Waveform(mix_to_mono(self.samples), self.sample_rate)
-
-    def resampled(self, sample_rate: int) -> "Waveform":
-        return Waveform(resample(self.samples, self.sample_rate, sample_rate), sample_rate)
-
-
-def _check_rate(rate: Any, what: str) -> int:
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or int(rate) <= 0:
-        raise InvalidInputError(f"{what} must be a positive whole number of Hz, got {rate!r}.")
-    return int(rate)
-
-
 def _check_seconds(value: Any, what: str, allow_zero: bool) -> float:
     try:
         seconds = float(value)
@@ -89,48 +47,6 @@ def _check_seconds(value: Any, what: str, allow_zero: bool) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidInputError(f"{what} must be a finite number of seconds {bound}, got {value!r}.")
     return seconds
-
-
-def check_finite(samples: torch.Tensor, where: str, sample_rate: int | None = None) -> None:
-    """Refuse NaN/inf samples instead of silently zeroing them.
-
-    A NaN in the input turns every mel bin and every audio token it touches into NaN, which poisons the whole
-    video; replacing it with silence would hide a broken upstream node. The error names where the bad samples
-    came from and, when the rate is known, the time of the first one.
-    """
-    bad = ~torch.isfinite(samples)
-    if not bool(bad.any()):
-        return
-    n_nan = int(torch.isnan(samples).sum())
-    n_inf = int(bad.sum()) - n_nan
-    first = int(bad.reshape(-1, samples.shape[-1]).any(dim=0).nonzero()[0]) if samples.ndim else 0
-    at = f" (first at {first / sample_rate:.3f} s)" if sample_rate else f" (first at sample {first})"
-    raise AudioError(
-        f"{where} contains {n_nan} NaN and {n_inf} infinite sample value(s){at}. Audio must be finite; "
-        "check the node or file that produced it (clip or normalise it before it reaches AVSync)."
-    )
-
-
-def mix_to_mono(samples: torch.Tensor) -> torch.Tensor:
-    """(C, T) or (T,) -> (1, T), the average of the channels (returned as is when already mono)."""
-    if samples.ndim == 1:
-        return samples.unsqueeze(0)
-    if samples.ndim != 2:
-        raise InvalidInputError(f"Expected audio shaped (channels, samples), got {tuple(samples.shape)}.")
-    if samples.shape[0] == 1:
-        return samples
-    return samples.mean(dim=0, keepdim=True)
-
-
-def resample(samples: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """Band-limited resampling along the last axis (torchaudio's sinc filter, the official code's choice)."""
-    orig = _check_rate(orig, "Original sample rate")
-    new = _check_rate(new, "Target sample rate")
-    if orig == new:
-        return samples
-    if not samples.is_floating_point():
-        raise InvalidInputError(f"Only floating point audio can be resampled, got {samples.dtype}.")
-    return torchaudio.functional.resample(samples, orig, new)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -318,7 +234,7 @@ def decode_audio(
     with _open(p) as container:
         stream = _audio_stream(container, p)
         native = int(stream.codec_context.sample_rate)
-        out_rate = native if sample_rate is None else _check_rate(sample_rate, "sample_rate")
+        out_rate = native if sample_rate is None else check_rate(sample_rate, "sample_rate")
         span, keep_from, keep_to = _plan(start, duration, native, out_rate)
         declared = _declared_end(container, stream, native)
         if declared is not None and declared > 0:
@@ -413,56 +329,3 @@ def probe_audio_duration(path: str | os.PathLike) -> float:
         if end is None:
             raise AudioError(f"{p}: the audio stream has no timestamps, so its length is unknown.")
         return float(end - origin)
-
-
-# ------------------------------------------------------------------------------------------- ComfyUI
-
-
-def to_comfy_audio(waveform: Waveform) -> dict:
-    """ComfyUI's AUDIO value: {"waveform": (1, C, T) float32 CPU tensor, "sample_rate": int}."""
-    return {"waveform": waveform.samples.detach().to("cpu", torch.float32).unsqueeze(0).contiguous(),
-            "sample_rate": int(waveform.sample_rate)}
-
-
-def from_comfy_audio(
-    audio: Mapping[str, Any],
-    index: int = 0,
-    sample_rate: int | None = SAMPLE_RATE,
-    mono: bool = True,
-) -> Waveform:
-    """Item ``index`` of a ComfyUI AUDIO batch, mixed to mono and resampled (None keeps its rate)."""
-    if not isinstance(audio, Mapping) or "waveform" not in audio or "sample_rate" not in audio:
-        raise InvalidInputError(
-            'Expected a ComfyUI AUDIO value, a dict {"waveform": tensor [batch, channels, samples], '
-            f'"sample_rate": int}}; got {type(audio).__name__}'
-            + (f" with keys {sorted(audio)}" if isinstance(audio, Mapping) else "")
-            + "."
-        )
-    wave = audio["waveform"]
-    rate = _check_rate(audio["sample_rate"], "AUDIO sample_rate")
-    if not isinstance(wave, torch.Tensor):
-        raise InvalidInputError(f'AUDIO "waveform" must be a torch tensor, got {type(wave).__name__}.')
-    if wave.ndim != 3:
-        raise InvalidInputError(
-            f'AUDIO "waveform" must be shaped [batch, channels, samples], got {tuple(wave.shape)}.'
-        )
-    batch, channels, length = wave.shape
-    if channels > 64 and length <= 8:
-        raise InvalidInputError(
-            f'AUDIO "waveform" {tuple(wave.shape)} looks like [batch, samples, channels]; ComfyUI uses '
-            "[batch, channels, samples]."
-        )
-    if batch == 0 or channels == 0 or length == 0:
-        raise InvalidInputError(f'AUDIO "waveform" is empty: shape {tuple(wave.shape)}.')
-    if not wave.is_floating_point():
-        raise InvalidInputError(f'AUDIO "waveform" must be floating point in [-1, 1], got {wave.dtype}.')
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < batch:
-        raise InvalidInputError(f"AUDIO batch index {index!r} is out of range: the batch holds {batch} item(s).")
-    samples = wave[index].detach().to("cpu", torch.float32)
-    check_finite(samples, f"AUDIO item {index}", rate)
-    if mono:
-        samples = mix_to_mono(samples)
-    if sample_rate is not None:
-        samples = resample(samples, rate, _check_rate(sample_rate, "sample_rate"))
-        rate = sample_rate
-    return Waveform(samples, rate)

@@ -14,7 +14,7 @@ import torch
 import torchaudio
 
 from ..errors import AudioError, InvalidInputError
-from .decode import SAMPLE_RATE, check_finite
+from .waveform import SAMPLE_RATE, check_finite
 
 NUM_MEL_BINS = 128
 TARGET_FRAMES = 204

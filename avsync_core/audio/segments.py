@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from ..additions import gather_index
 from ..errors import InvalidInputError
 
 TIME_PATCHES = 19
@@ -55,14 +56,6 @@ def segment_masks(frames: int) -> torch.Tensor:
 
 
 def segment_index(frames: int) -> torch.Tensor:
-    """(frames, 1 + 12 * width) int64: the tokens each frame sees, ascending (cls first).
-
-    Every frame sees the same number of tokens, so attention can gather these keys instead of masking all 229.
-    """
-    windows = segment_time_windows(frames)
-    rows = torch.arange(FREQ_PATCHES).unsqueeze(1) * TIME_PATCHES
-    out = []
-    for start, stop in windows:
-        patches = (rows + torch.arange(start, stop)).reshape(-1) + 1
-        out.append(torch.cat([torch.zeros(1, dtype=torch.int64), patches]))
-    return torch.stack(out)
+    """(frames, 1 + 12 * width) int64: the tokens each frame sees, ascending (cls first); the gather index
+    attention uses instead of the mask, since every frame sees the same number of tokens."""
+    return gather_index(segment_masks(frames)[None])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import AudioError, InvalidInputError
-from .decode import SAMPLE_RATE, Waveform
+from .waveform import SAMPLE_RATE, Waveform
 
 # Frame counts are taken as whole when within this many frames of an integer (float seconds * fps rounding).
 _FRAME_EPS = 1e-6

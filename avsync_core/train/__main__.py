@@ -27,7 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="YAML config file (see configs/train/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    parser.add_argument("--resume", metavar="latest|PATH", help="continue from the newest checkpoint of output_dir, or from a checkpoint folder")
+    parser.add_argument(
+        "--resume",
+        metavar="latest|PATH",
+        help="continue from the newest checkpoint of output_dir, or from a checkpoint folder",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return parser.parse_args(argv)
 

@@ -19,7 +19,9 @@ from .data import AVClipDataset
 
 
 class GlobalBatchStream:
-    def __init__(self, dataset_size: int, seed: int, batch_size: int, accumulation: int, world_size: int, rank: int) -> None:
+    def __init__(
+        self, dataset_size: int, seed: int, batch_size: int, accumulation: int, world_size: int, rank: int
+    ) -> None:
         self.size, self.seed = int(dataset_size), int(seed)
         self.batch_size, self.accumulation = int(batch_size), int(accumulation)
         self.world_size, self.rank = int(world_size), int(rank)

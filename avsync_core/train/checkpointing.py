@@ -65,7 +65,8 @@ def save_checkpoint(
     keep_last: int = 3,
     keep_every: int = 0,
 ) -> Path:
-    """Write ``checkpoint-<step>`` atomically, then prune to the newest ``keep_last`` (plus ``keep_every`` multiples)."""
+    """Write ``checkpoint-<step>`` atomically, then prune to the newest ``keep_last`` (plus ``keep_every``
+    multiples)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
@@ -117,7 +118,8 @@ def resolve_resume(spec: str | None, root: str | os.PathLike) -> Path | None:
     missing = [f for f in (MOTION_FILE, STATE_FILE, META_FILE) if not (path / f).is_file()]
     if not path.is_dir() or missing:
         raise CheckpointError(
-            f"Cannot resume from {path}: not a complete training checkpoint (missing {', '.join(missing) or 'the folder'}). "
+            f"Cannot resume from {path}: not a complete training checkpoint "
+            f"(missing {', '.join(missing) or 'the folder'}). "
             "Use --resume latest, or a checkpoints/checkpoint-<step> folder."
         )
     return path

@@ -17,7 +17,7 @@ from typing import Any, Union
 import yaml
 
 from ..errors import InvalidInputError
-from ..sampling import SCHEDULERS
+from ..sampling.schedulers import SCHEDULERS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "warmup", "cosine")
@@ -152,24 +152,52 @@ def validate(config: TrainConfig) -> None:
     """Value checks that a type alone cannot express."""
     checks = [
         (config.device in DEVICES, f"device must be one of {DEVICES}, got {config.device!r}."),
-        (config.train.mixed_precision in MIXED_PRECISION,
-         f"train.mixed_precision must be one of {MIXED_PRECISION}, got {config.train.mixed_precision!r}."),
-        (config.optim.lr_schedule in LR_SCHEDULES,
-         f"optim.lr_schedule must be one of {LR_SCHEDULES}, got {config.optim.lr_schedule!r}."),
-        (config.eval.scheduler in SCHEDULERS, f"eval.scheduler must be one of {sorted(SCHEDULERS)}, got {config.eval.scheduler!r}."),
-        (0.0 <= config.train.audio_drop_prob <= 1.0, f"train.audio_drop_prob must be in [0, 1], got {config.train.audio_drop_prob}."),
-        (config.data.frames >= 2, f"data.frames must be at least 2 (frame 0 is the given image), got {config.data.frames}."),
+        (
+            config.train.mixed_precision in MIXED_PRECISION,
+            f"train.mixed_precision must be one of {MIXED_PRECISION}, got {config.train.mixed_precision!r}.",
+        ),
+        (
+            config.optim.lr_schedule in LR_SCHEDULES,
+            f"optim.lr_schedule must be one of {LR_SCHEDULES}, got {config.optim.lr_schedule!r}.",
+        ),
+        (
+            config.eval.scheduler in SCHEDULERS,
+            f"eval.scheduler must be one of {sorted(SCHEDULERS)}, got {config.eval.scheduler!r}.",
+        ),
+        (
+            0.0 <= config.train.audio_drop_prob <= 1.0,
+            f"train.audio_drop_prob must be in [0, 1], got {config.train.audio_drop_prob}.",
+        ),
+        (
+            config.data.frames >= 2,
+            f"data.frames must be at least 2 (frame 0 is the given image), got {config.data.frames}.",
+        ),
         (config.data.fps > 0, f"data.fps must be positive, got {config.data.fps}."),
-        (config.data.size >= 8 and config.data.size % 8 == 0, f"data.size must be a multiple of 8 (the VAE's factor), got {config.data.size}."),
+        (
+            config.data.size >= 8 and config.data.size % 8 == 0,
+            f"data.size must be a multiple of 8 (the VAE's factor), got {config.data.size}.",
+        ),
         (config.data.num_workers >= 0, f"data.num_workers must be 0 or more, got {config.data.num_workers}."),
         (config.optim.lr > 0, f"optim.lr must be positive, got {config.optim.lr}."),
         (config.optim.eps > 0, f"optim.eps must be positive, got {config.optim.eps}."),
         (config.optim.weight_decay >= 0, f"optim.weight_decay must be 0 or more, got {config.optim.weight_decay}."),
-        (config.optim.max_grad_norm >= 0, f"optim.max_grad_norm must be 0 (off) or more, got {config.optim.max_grad_norm}."),
+        (
+            config.optim.max_grad_norm >= 0,
+            f"optim.max_grad_norm must be 0 (off) or more, got {config.optim.max_grad_norm}.",
+        ),
         (config.optim.warmup_steps >= 0, f"optim.warmup_steps must be 0 or more, got {config.optim.warmup_steps}."),
-        (0.0 <= config.optim.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {config.optim.min_lr_ratio}."),
-        (all(0.0 <= b < 1.0 for b in config.optim.betas), f"optim.betas must lie in [0, 1), got {list(config.optim.betas)}."),
-        (config.checkpoint.keep_last >= 1, f"checkpoint.keep_last must be at least 1, got {config.checkpoint.keep_last}."),
+        (
+            0.0 <= config.optim.min_lr_ratio <= 1.0,
+            f"optim.min_lr_ratio must be in [0, 1], got {config.optim.min_lr_ratio}.",
+        ),
+        (
+            all(0.0 <= b < 1.0 for b in config.optim.betas),
+            f"optim.betas must lie in [0, 1), got {list(config.optim.betas)}.",
+        ),
+        (
+            config.checkpoint.keep_last >= 1,
+            f"checkpoint.keep_last must be at least 1, got {config.checkpoint.keep_last}.",
+        ),
         (config.checkpoint.every >= 1, f"checkpoint.every must be at least 1, got {config.checkpoint.every}."),
         (config.log.every >= 1, f"log.every must be at least 1, got {config.log.every}."),
         (config.eval.every >= 0, f"eval.every must be 0 (off) or more, got {config.eval.every}."),
@@ -184,7 +212,9 @@ def validate(config: TrainConfig) -> None:
     if config.model.tiny:
         return
     if not config.model.sd15:
-        raise InvalidInputError("model.sd15 is not set: give a Stable Diffusion 1.5 diffusers folder or single-file checkpoint.")
+        raise InvalidInputError(
+            "model.sd15 is not set: give a Stable Diffusion 1.5 diffusers folder or single-file checkpoint."
+        )
     if not config.model.imagebind:
         raise InvalidInputError(
             "model.imagebind is not set: give imagebind_huge.pth, an official AVSyncD checkpoint folder (its "
@@ -223,7 +253,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 def _unknown_key(key: str, value: Any, cls: type, prefix: str) -> InvalidInputError:
     full = f"{prefix}{key}"
     while isinstance(value, dict) and len(value) == 1:  # name the whole dotted key the user wrote
-        (child, value), = value.items()
+        ((child, value),) = value.items()
         full = f"{full}.{child}"
     keys = valid_keys(TrainConfig)
     sections = sorted({k.rsplit(".", 1)[0] for k in keys if "." in k})

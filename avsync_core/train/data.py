@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..audio.decode import SAMPLE_RATE, decode_audio
+from ..audio.decode import decode_audio
 from ..audio.mel import melspectrogram
+from ..audio.waveform import SAMPLE_RATE
 from ..errors import AVSyncError, InvalidInputError
 from ..video import VideoInfo, center_crop_resize, probe_video, read_frames
 

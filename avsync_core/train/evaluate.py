@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..audio import SAMPLE_RATE, Waveform, segment_masks
-from ..sampling import make_scheduler, sample_video_latents
+from ..audio import SAMPLE_RATE, AudioCondition, Waveform, segment_masks
+from ..sampling.loop import sample_video_latents
+from ..sampling.schedulers import make_scheduler
 from ..video import write_video
 from .config import EvalConfig
 from .models import TrainModels
@@ -65,16 +66,19 @@ def render_validation(
             with amp:
                 image = item["video"][:, 0][None].to(device, vae.dtype) * 2.0 - 1.0
                 first = vae.encode(image).latent_dist.mean.float() * models.latent_scale
-                tokens = encoder.encode_tokens(item["mel"][None].to(device))
+                audio = AudioCondition(
+                    tokens=encoder.encode_tokens(item["mel"][None].to(device)),
+                    null_tokens=null_audio_tokens,
+                    masks=masks,
+                    frames=frames,
+                    fps=fps,
+                )
                 latents = sample_video_latents(
                     unet,
                     make_scheduler(config.scheduler),
                     first,
                     text_table[item["class_index"]][None],
-                    tokens,
-                    masks,
-                    null_audio_tokens,
-                    frames=frames,
+                    audio,
                     steps=config.steps,
                     audio_scale=config.audio_scale,
                     text_scale=config.text_scale,

@@ -16,7 +16,9 @@ class TrainLogger:
     """Rank 0's metrics sink. On resume, rows past the resumed step (logged after that checkpoint by the
     interrupted run) are dropped so the CSV reads as one continuous run."""
 
-    def __init__(self, folder: str | os.PathLike, start_step: int, csv_enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, start_step: int, csv_enabled: bool = True, tensorboard: bool = True
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.folder / "train_log.csv" if csv_enabled else None
@@ -27,7 +29,9 @@ class TrainLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.warning("TensorBoard logging is off: the tensorboard package is not installed (pip install tensorboard).")
+                logger.warning(
+                    "TensorBoard logging is off: the tensorboard package is not installed (pip install tensorboard)."
+                )
             else:
                 self.writer = SummaryWriter(str(self.folder / "tensorboard"), purge_step=start_step + 1)
 

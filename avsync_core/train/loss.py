@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
-from ..sampling import make_scheduler
+from ..sampling.schedulers import make_scheduler
 
 Tensor = torch.Tensor
 
@@ -34,7 +34,9 @@ def add_noise(x0: Tensor, noise: Tensor, timesteps: Tensor, alphas_cumprod: Tens
     return (a**0.5).reshape(shape) * x0 + ((1 - a) ** 0.5).reshape(shape) * noise
 
 
-def select_audio(keep: Tensor, tokens: Tensor, masks: Tensor, null_tokens: Tensor, null_masks: Tensor) -> tuple[Tensor, Tensor]:
+def select_audio(
+    keep: Tensor, tokens: Tensor, masks: Tensor, null_tokens: Tensor, null_masks: Tensor
+) -> tuple[Tensor, Tensor]:
     """Per batch element, the audio tokens AND masks, or the null ones where ``keep`` is False."""
     b = keep.shape[0]
     k = keep.to(tokens.device).reshape(b, 1, 1)
@@ -69,8 +71,10 @@ def diffusion_loss(
     if noise.shape != latents.shape:
         raise InvalidInputError(f"noise must have the latents' shape {tuple(latents.shape)}, got {tuple(noise.shape)}.")
     if keep_audio.shape != (b,) or keep_audio.dtype != torch.bool or timesteps.shape != (b,):
-        raise InvalidInputError(f"keep_audio must be ({b},) bool and timesteps ({b},), got {tuple(keep_audio.shape)} "
-                                f"{keep_audio.dtype} and {tuple(timesteps.shape)}.")
+        raise InvalidInputError(
+            f"keep_audio must be ({b},) bool and timesteps ({b},), got {tuple(keep_audio.shape)} "
+            f"{keep_audio.dtype} and {tuple(timesteps.shape)}."
+        )
     tokens = _per_element(audio_tokens, b)
     null_tokens = _per_element(null_audio_tokens, b)
     masks = _frame_masks(audio_masks, b, frames)

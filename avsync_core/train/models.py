@@ -24,8 +24,8 @@ from ..checkpoints import read_state_dict
 from ..errors import CheckpointError
 from ..motion_io import load_motion_module
 from ..motion_module import MotionConfig, MotionModule
-from ..sd15 import SD15_UNET_CONFIG, load_sd15_unet
-from ..sd15_components import (
+from ..sd15 import move_module
+from ..sd15.components import (
     SD15_TEXT_ENCODER_CONFIG,
     SD15_VAE_CONFIG,
     encode_prompts,
@@ -33,7 +33,8 @@ from ..sd15_components import (
     load_tokenizer,
     load_vae,
 )
-from ..unet import AVSyncUNet, move_module
+from ..sd15.unet import SD15_UNET_CONFIG, load_sd15_unet
+from ..unet import AVSyncUNet
 from .config import ModelConfig
 
 # Tiny SD1.5-shaped models (the layout of the golden unet_tiny_c, which ComfyUI's own UNet also accepts).
@@ -123,8 +124,19 @@ def build_models(
     if config.init_from:
         heads = MotionConfig.from_unet_config(base.config).attention_heads
         motion, _ = load_motion_module(config.init_from, attention_heads=heads)
-    return assemble(base, vae, text_encoder, tokenizer, audio, motion, device, frozen_dtype, gradient_checkpointing, seed,
-                    source=config.init_from)
+    return assemble(
+        base,
+        vae,
+        text_encoder,
+        tokenizer,
+        audio,
+        motion,
+        device,
+        frozen_dtype,
+        gradient_checkpointing,
+        seed,
+        source=config.init_from,
+    )
 
 
 def assemble(
@@ -161,7 +173,9 @@ def assemble(
     return TrainModels(unet, vae, audio, text_encoder, tokenizer)
 
 
-def random_parts(size: str, seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL, nn.Module, ImageBindAudioEncoder]:
+def random_parts(
+    size: str, seed: int = 0
+) -> tuple[UNet2DConditionModel, AutoencoderKL, nn.Module, ImageBindAudioEncoder]:
     """Random-weight UNet, VAE, CLIP text encoder and ImageBind audio branch: ``tiny`` or ``sd15`` (full size,
     for benchmarks). Every process building them with the same seed gets the same weights."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -211,6 +225,10 @@ def byte_level_tokenizer():
 
 def _byte_symbols() -> list[str]:
     """Byte-level BPE's printable stand-in for each of the 256 byte values."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), ord("\xff") + 1),
+    ]
     extra = iter(range(256, 512))
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 Tensor = torch.Tensor
@@ -37,11 +38,8 @@ def frame_group_norm(norm: Callable[[Tensor], Tensor], x: Tensor, frames: int) -
     GroupNorm reduces over everything but the batch and the group, so putting the frames next to the height
     gives the 5-D statistics while still calling the host's own norm module (weights, casting, patches).
     """
-    n, c, h, w = x.shape
-    b = n // frames
-    y = x.view(b, frames, c, h, w).transpose(1, 2).reshape(b, c, frames * h, w)
-    y = norm(y)
-    return y.view(b, c, frames, h, w).transpose(1, 2).reshape(n, c, h, w)
+    y = norm(rearrange(x, "(b f) c h w -> b c (f h) w", f=frames))
+    return rearrange(y, "b c (f h) w -> (b f) c h w", f=frames)
 
 
 class TemporalConvMix(nn.Module):
@@ -126,19 +124,15 @@ class AudioContext:
     """The audio tokens every transformer block attends to during one UNet call.
 
     ``tokens`` is ``(clips, L, D)`` (one token set shared by the frames of a clip) or ``(clips, frames, L, D)``;
-    ``mask`` is ``(clips, frames, L)`` bool (True = the frame may attend) or None. When every frame sees the same
-    number of tokens and the clips share one pattern (always so for segment masks), the mask is turned into a
-    gather index once per call, so attention only looks at the tokens a frame may see.
+    ``mask`` is ``(clips, frames, L)`` bool (True = the frame may attend) or None. ``index`` is the mask as a
+    gather index (``gather_index``), computed once per mask by the caller; with it, attention only looks at the
+    tokens a frame may see, and without it the mask is applied inside attention.
     """
 
     tokens: Tensor
     frames: int
     mask: Tensor | None = None
     index: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.mask is not None and self.index is None:
-            self.index = _uniform_gather_index(self.mask)
 
     @property
     def clips(self) -> int:
@@ -163,8 +157,12 @@ class AudioContext:
         return k.reshape(rows, -1, c), v.reshape(rows, -1, c), mask
 
 
-def _uniform_gather_index(mask: Tensor) -> Tensor | None:
-    """``(frames, K)`` indices of the visible tokens when all clips share the pattern and rows have equal counts."""
+def gather_index(mask: Tensor) -> Tensor | None:
+    """``(frames, K)`` indices of the tokens each frame sees, when all clips of ``mask`` ``(clips, frames, L)``
+    share one pattern and every frame sees the same number of tokens (always so for segment masks); else None.
+
+    Gathering K keys per frame replaces masking all L, and gives the same attention output.
+    """
     pattern = mask[0]
     if not torch.equal(mask, pattern.expand_as(mask)):
         return None
@@ -217,12 +215,10 @@ class BlockAdditions(nn.Module):
 
     def temporal_residual(self, x: Tensor, frames: int) -> Tensor:
         """The increment ``attn_temp(norm_temp(x + pos))`` alone, for hosts that add residuals themselves."""
-        n, tokens, c = x.shape
-        b = n // frames
-        t = x.view(b, frames, tokens, c).transpose(1, 2).reshape(b * tokens, frames, c)
+        t = rearrange(x, "(b f) n c -> (b n) f c", f=frames)
         pos = self.pos_embedding_temp(frames, x.dtype, x.device)
         t = self.attn_temp(self.norm_temp(t + pos))
-        return t.view(b, tokens, frames, c).transpose(1, 2).reshape(n, tokens, c)
+        return rearrange(t, "(b n) f c -> (b f) n c", n=x.shape[1])
 
 
 def first_frame_resnet(

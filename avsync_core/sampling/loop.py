@@ -15,59 +15,18 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
+from diffusers import PNDMScheduler
 from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
+from ..audio.condition import AudioCondition
+from ..errors import InvalidInputError
+from ..unet import AVSyncUNet
 from .guidance import Branch, combine_guidance, guidance_branches
-from .unet import AVSyncUNet
 
 Tensor = torch.Tensor
-
-SD15_SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "steps_offset": 1,
-    "set_alpha_to_one": False,
-    "clip_sample": False,
-    "skip_prk_steps": True,
-    "timestep_spacing": "leading",
-    "prediction_type": "epsilon",
-}
-
-SCHEDULERS: dict[str, tuple[type, dict]] = {
-    "ddim": (DDIMScheduler, {}),
-    "pndm": (PNDMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    "unipc": (UniPCMultistepScheduler, {}),
-    "ddpm": (DDPMScheduler, {}),
-}
-
-
-def make_scheduler(name: str = "pndm", **overrides: object):
-    """A diffusers scheduler with SD1.5's noise schedule; the paper samples with PNDM, 50 steps."""
-    if name not in SCHEDULERS:
-        raise InvalidInputError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
-    cls, extra = SCHEDULERS[name]
-    keys = set(inspect.signature(cls.__init__).parameters)
-    config = {k: v for k, v in {**SD15_SCHEDULER_CONFIG, **extra, **overrides}.items() if k in keys}
-    return cls(**config)
 
 
 @dataclass
@@ -87,11 +46,9 @@ def sample_video_latents(
     scheduler,
     first_frame_latents: Tensor,
     text: Tensor,
-    audio_tokens: Tensor,
-    audio_masks: Tensor,
-    null_audio_tokens: Tensor,
+    audio: AudioCondition,
     *,
-    frames: int,
+    window: int | Sequence[int] = 0,
     steps: int = 50,
     audio_scale: float = 4.0,
     text_scale: float = 1.0,
@@ -102,13 +59,20 @@ def sample_video_latents(
     callback: Callable[[StepInfo], None] | None = None,
     official_pndm_warmup: bool = True,
 ) -> Tensor:
-    """Generate ``(b, c, frames, h, w)`` latents whose frame 0 is ``first_frame_latents`` ``(b, c, h, w)``.
+    """Generate ``(b, c, F, h, w)`` latents whose frame 0 is ``first_frame_latents`` ``(b, c, h, w)``.
 
-    ``text`` is ``(b|1, n, d)``; ``audio_tokens`` and ``null_audio_tokens`` are ``(b|1, L, D)``; ``audio_masks``
-    is ``(frames, L)`` or ``(b, frames, L)``; ``null_text`` is needed when ``text_scale`` > 1. Item ``i`` of a
-    batch draws its noise from ``seed + i``, so it equals a batch-1 run with that seed (for deterministic
-    schedulers). ``callback`` may raise to stop sampling (e.g. on a user interrupt).
+    ``audio`` gives the frame count F, the segment masks and the null audio; ``window`` picks which of its
+    clip windows the videos hear (one index for all, or one per video). ``text`` is ``(b|1, n, d)``;
+    ``null_text`` is needed when ``text_scale`` > 1. Item ``i`` of a batch draws its noise from ``seed + i``,
+    so it equals a batch-1 run with that seed (for deterministic schedulers). ``callback`` may raise to stop
+    sampling (e.g. on a user interrupt).
     """
+    if not isinstance(audio, AudioCondition):
+        raise InvalidInputError(
+            "audio must be an AudioCondition (from avsync_core.audio.encode_audio_condition), "
+            f"got {type(audio).__name__}."
+        )
+    frames = audio.frames
     if frames < 2:
         raise InvalidInputError(f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {frames}.")
     if steps < 1:
@@ -120,7 +84,10 @@ def sample_video_latents(
     first = _batch_of("first_frame_latents", first_frame_latents, 4).to(device, dtype)
     b, c, h, w = first.shape
     noise = _initial_noise(init_noise, (b, c, frames - 1, h, w), seed).to(device, dtype)
-    text_in, audio_in, masks_in = _branch_inputs(branches, b, frames, text, null_text, audio_tokens, null_audio_tokens, audio_masks)
+    tokens = _window_tokens(audio, window, b)
+    text_in, audio_in, masks_in = _branch_inputs(
+        branches, b, frames, text, null_text, tokens, audio.null_tokens, audio.masks
+    )
     text_in, audio_in, masks_in = text_in.to(device, dtype), audio_in.to(device, dtype), masks_in.to(device)
 
     scheduler.set_timesteps(steps, device=device)
@@ -143,6 +110,14 @@ def sample_video_latents(
     return torch.cat([first[:, :, None], noisy], dim=2)
 
 
+def _window_tokens(audio: AudioCondition, window: int | Sequence[int], batch: int) -> Tensor:
+    """``(1 or batch, L, D)``: the tokens of the window each video hears."""
+    indices = [window] if isinstance(window, int) else list(window)
+    if len(indices) not in (1, batch):
+        raise InvalidInputError(f"window must be one index or one per video ({batch}), got {len(indices)} indices.")
+    return audio.tokens[[audio.check_window(i) for i in indices]]
+
+
 def _batch_of(name: str, value: Tensor, dims: int) -> Tensor:
     if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -153,7 +128,9 @@ def _batch_of(name: str, value: Tensor, dims: int) -> Tensor:
 def _initial_noise(init_noise: Tensor | None, shape: tuple[int, ...], seed: int | None) -> Tensor:
     if init_noise is not None:
         if tuple(init_noise.shape) != shape:
-            raise InvalidInputError(f"init_noise must have shape {shape} (frames 1..F-1), got {tuple(init_noise.shape)}.")
+            raise InvalidInputError(
+                f"init_noise must have shape {shape} (frames 1..F-1), got {tuple(init_noise.shape)}."
+            )
         return init_noise
     base = torch.seed() if seed is None else seed
     return torch.cat(

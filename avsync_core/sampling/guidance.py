@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 @dataclass(frozen=True)

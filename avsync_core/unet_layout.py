@@ -1,4 +1,4 @@
-"""Where each official (diffusers-named) UNet module sits in the original LDM layout.
+"""The official (diffusers-named) UNet <-> LDM layout map: where each official module sits in the LDM UNet.
 
 The LDM layout is the one of single-file SD1.5 checkpoints (``model.diffusion_model.*``) and of ComfyUI's own
 ``UNetModel``. One table serves both: converting single-file checkpoints, and finding the ComfyUI module that
@@ -63,7 +63,9 @@ def unet_module_map(config: MotionConfig) -> dict[str, LdmPlace]:
                 places[f"up_blocks.{i}.attentions.{j}"] = LdmPlace(f"output_blocks.{idx}.1", ("output", idx))
         if i < levels - 1:
             idx = i * (layers + 1) + layers
-            places[f"up_blocks.{i}.upsamplers.0.conv"] = LdmPlace(f"output_blocks.{idx}.{2 if attn else 1}.conv", ("output", idx))
+            places[f"up_blocks.{i}.upsamplers.0.conv"] = LdmPlace(
+                f"output_blocks.{idx}.{2 if attn else 1}.conv", ("output", idx)
+            )
     return places
 
 
@@ -100,7 +102,9 @@ def diffusers_config_from_ldm(unet_config: dict) -> dict:
     res_blocks = unet_config["num_res_blocks"]
     if isinstance(res_blocks, (list, tuple)):
         if len(set(res_blocks)) != 1:
-            raise CheckpointError(f"A UNet with {list(res_blocks)} resnets per level is not a Stable Diffusion 1.5 UNet.")
+            raise CheckpointError(
+                f"A UNet with {list(res_blocks)} resnets per level is not a Stable Diffusion 1.5 UNet."
+            )
         res_blocks = res_blocks[0]
     depth = list(unet_config.get("transformer_depth") or [])
     per_level = [depth[i * res_blocks] if i * res_blocks < len(depth) else 0 for i in range(len(channels))]
@@ -114,7 +118,9 @@ def diffusers_config_from_ldm(unet_config: dict) -> dict:
         "layers_per_block": res_blocks,
         "attention_head_dim": heads_per_level,
         "down_block_types": ["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in per_level],
-        "mid_block_type": "UNetMidBlock2DCrossAttn" if unet_config.get("transformer_depth_middle", 1) else "UNetMidBlock2D",
+        "mid_block_type": "UNetMidBlock2DCrossAttn"
+        if unet_config.get("transformer_depth_middle", 1)
+        else "UNetMidBlock2D",
         "transformer_layers_per_block": max(per_level) if any(per_level) else 1,
         "cross_attention_dim": unet_config.get("context_dim"),
         "in_channels": unet_config.get("in_channels", 4),

@@ -8,7 +8,6 @@ ComfyUI's bundled SD1 tokenizer when ``COMFYUI_PATH`` is set.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -16,9 +15,18 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from .checkpoints import WEIGHT_SUFFIXES, find_weights, model_subfolder, read_state_dict
-from .errors import CheckpointError
-from .unet import move_module
+from ..checkpoints import (
+    WEIGHT_SUFFIXES,
+    existing_path,
+    find_weights,
+    load_strict,
+    model_subfolder,
+    read_json,
+    read_state_dict,
+)
+from ..errors import CheckpointError
+from . import move_module
+from .family import FAMILY_KEY_PREFIXES, check_text_encoder_keys
 
 SD15_VAE_CONFIG: dict = {
     "act_fn": "silu",
@@ -50,10 +58,6 @@ LDM_TEXT_PREFIX = "cond_stage_model.transformer."
 TOKEN_LENGTH = 77
 
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-_OTHER_FAMILIES = {
-    "conditioner.embedders.": "an SDXL checkpoint",
-    "cond_stage_model.model.": "a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder)",
-}
 
 
 # -- VAE -------------------------------------------------------------------------------------------------
@@ -66,17 +70,15 @@ def load_vae(
     single_file_config: dict | None = None,
 ) -> AutoencoderKL:
     """SD1.5's VAE from a diffusers model root, its ``vae/`` folder, or a single-file checkpoint."""
-    path = _existing(path)
+    path = existing_path(path, "SD1.5 model")
     if path.is_dir():
         folder = _subfolder(path, "vae", "a VAE")
-        config = _read_config(folder)
-        vae = AutoencoderKL.from_config(config)
-        _load_exact(vae, read_state_dict(find_weights(folder)), folder, "VAE")
+        vae = AutoencoderKL.from_config(read_json(folder / "config.json", "VAE config"))
+        _load_part(vae, read_state_dict(find_weights(folder)), folder, "VAE")
     else:
-        config = single_file_config or SD15_VAE_CONFIG
         state = _single_file_part(path, LDM_VAE_PREFIX, "VAE")
-        vae = AutoencoderKL.from_config(config)
-        _load_exact(vae, vae_from_ldm(state, vae, path), path, "VAE")
+        vae = AutoencoderKL.from_config(single_file_config or SD15_VAE_CONFIG)
+        _load_part(vae, vae_from_ldm(state, vae, path), path, "VAE")
     return move_module(vae, device, dtype).eval().requires_grad_(False)
 
 
@@ -89,9 +91,13 @@ def vae_ldm_name(name: str, num_levels: int) -> str:
         return f"{attn[1]}.mid.attn_1.{_VAE_ATTN[attn[2]]}.{attn[3]}"
     name = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", name)
     name = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", name)
-    name = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.block.", name)
     name = re.sub(
-        r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.", name
+        r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.block.", name
+    )
+    name = re.sub(
+        r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+        lambda m: f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.",
+        name,
     )
     return name.replace(".conv_shortcut.", ".nin_shortcut.")
 
@@ -126,7 +132,7 @@ def load_text_encoder(
     """SD1.5's CLIP text encoder (transformers ``CLIPTextModel``) from a diffusers folder or a single file."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    path = _existing(path)
+    path = existing_path(path, "SD1.5 model")
     if path.is_dir():
         folder = _subfolder(path, "text_encoder", "a CLIP text encoder")
         try:
@@ -136,7 +142,7 @@ def load_text_encoder(
     else:
         state = _single_file_part(path, LDM_TEXT_PREFIX, "CLIP text encoder")
         model = CLIPTextModel(CLIPTextConfig(**(single_file_config or SD15_TEXT_ENCODER_CONFIG)))
-        _load_exact(model, text_encoder_from_ldm(state, model), path, "CLIP text encoder")
+        _load_part(model, text_encoder_from_ldm(state, model), path, "CLIP text encoder")
     return move_module(model, device, dtype).eval().requires_grad_(False)
 
 
@@ -186,7 +192,9 @@ def load_tokenizer(tokenizer: str | os.PathLike | None = None, model_path: str |
 @torch.no_grad()
 def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
     """(n, 77, width) float32: the last hidden state SD1.5 conditions on, prompts padded to 77 tokens."""
-    ids = tokenizer(prompts, padding="max_length", max_length=TOKEN_LENGTH, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=TOKEN_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
     device = next(text_encoder.parameters()).device
     return text_encoder(ids.to(device)).last_hidden_state.float()
 
@@ -194,37 +202,24 @@ def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
 # -- shared ---------------------------------------------------------------------------------------------
 
 
-def _existing(path: str | os.PathLike) -> Path:
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"SD1.5 model not found: {path}")
-    return path
-
-
 def _subfolder(path: Path, name: str, what: str) -> Path:
     folder = model_subfolder(path, name)
     if folder is not None:
         return folder
-    hint = " AVSyncD checkpoints hold only unet/ and audio_encoder/; point to the SD1.5 model." if (path / "audio_encoder").is_dir() else ""
+    hint = (
+        " AVSyncD checkpoints hold only unet/ and audio_encoder/; point to the SD1.5 model."
+        if (path / "audio_encoder").is_dir()
+        else ""
+    )
     raise CheckpointError(f"{path} holds no {what}: expected {name}/config.json in a diffusers SD1.5 folder.{hint}")
-
-
-def _read_config(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder / 'config.json'} is not readable JSON ({exc}).") from exc
 
 
 def _single_file_part(path: Path, prefix: str, what: str) -> dict[str, torch.Tensor]:
     if path.suffix not in WEIGHT_SUFFIXES:
         raise CheckpointError(f"{path.name} is not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)}).")
-    families = tuple(_OTHER_FAMILIES)
-    state = read_state_dict(path, lambda k: k.startswith(prefix) or k.startswith(families))
-    for family_prefix, family in _OTHER_FAMILIES.items():
-        if any(k.startswith(family_prefix) for k in state):
-            raise CheckpointError(f"{path.name} is {family}; AVSyncD needs a Stable Diffusion 1.5 checkpoint.")
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = read_state_dict(path, lambda k: k.startswith((prefix, *FAMILY_KEY_PREFIXES)))
+    check_text_encoder_keys(state, path.name)
+    part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         raise CheckpointError(
             f"{path.name} holds no SD1.5 {what} (no {prefix}* tensors). Use a full SD1.5 checkpoint, or a diffusers "
@@ -233,14 +228,6 @@ def _single_file_part(path: Path, prefix: str, what: str) -> dict[str, torch.Ten
     return part
 
 
-def _load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path, what: str) -> None:
-    own = model.state_dict()
-    persistent = {k for k in own if not k.endswith("position_ids")}
-    missing = sorted(persistent - set(state))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or wrong:
-        raise CheckpointError(
-            f"{source} does not hold an SD1.5 {what}: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]})."
-        )
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+def _load_part(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path, what: str) -> None:
+    """Full checkpoints hold more than this part, so extra keys are fine; missing or misshapen ones are not."""
+    load_strict(model, state, str(source), f"an SD1.5 {what}", allow_unexpected=True, assign=False)

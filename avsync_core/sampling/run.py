@@ -1,0 +1,140 @@
+"""One sampling run in a host that folds videos, frames and guidance branches into one UNet batch (ComfyUI).
+
+Such a host calls the UNet on ``(chunks * videos * frames, c, h, w)`` rows: one chunk per guidance branch (the
+host decides how many chunks it batches together and in which order), each chunk holding every frame of every
+video. ``SamplingRun`` holds what the run needs besides the host's own state (the clean first frames, the audio
+each branch hears, the segment masks) and is the one place of the first-frame rule: frame 0 of every clip is the
+given image's latent, in the sampler's input, in the model's input, in every denoised estimate and in the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+from einops import rearrange
+
+from ..additions import AudioContext, gather_index
+from ..audio.condition import AudioCondition
+from ..errors import InvalidInputError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class SamplingRun:
+    """``first_latents`` is ``(videos, c, h, w)`` in the UNet's latent space; ``tokens``/``null_tokens`` are
+    ``(1 or videos, L, D)`` (or ``(1 or videos, frames, L, D)`` for per-frame tokens); ``masks`` ``(frames, L)``."""
+
+    frames: int
+    first_latents: Tensor
+    tokens: Tensor
+    null_tokens: Tensor
+    masks: Tensor
+    branch_audio: tuple[bool, ...] = (True,)  # branch index -> real audio (True) or null audio
+    index: Tensor | None = field(default=None, compare=False)  # the masks' gather index, computed once per run
+
+    def __post_init__(self) -> None:
+        if self.frames < 2:
+            raise InvalidInputError(
+                f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {self.frames}."
+            )
+        if self.masks.shape[0] != self.frames:
+            raise InvalidInputError(
+                f"The audio condition was encoded for {self.masks.shape[0]} frames per clip, but {self.frames} frames "
+                "are "
+                "being sampled. Encode the audio with the same frame count."
+            )
+        if self.index is None:
+            object.__setattr__(self, "index", gather_index(self.masks[None].cpu()))
+
+    @classmethod
+    def for_window(
+        cls, audio: AudioCondition, window: int, first_latents: Tensor, branch_audio: Sequence[bool] = (True,)
+    ) -> "SamplingRun":
+        """The run of clip ``window`` of an encoded sound, starting from ``first_latents``."""
+        window = audio.check_window(window)
+        return cls(
+            frames=audio.frames,
+            first_latents=first_latents,
+            tokens=audio.tokens[window : window + 1],
+            null_tokens=audio.null_tokens,
+            masks=audio.masks,
+            branch_audio=tuple(branch_audio),
+        )
+
+    @property
+    def videos(self) -> int:
+        return self.first_latents.shape[0]
+
+    def with_branches(self, branch_audio: Sequence[bool]) -> "SamplingRun":
+        return replace(self, branch_audio=tuple(branch_audio))
+
+    def model_input(self, x: Tensor, branch_indices: Sequence[int]) -> tuple[Tensor, AudioContext]:
+        """Frame 0 of every clip set to the clean latent, and the audio each chunk's branch hears."""
+        chunks = len(branch_indices)
+        per_chunk = self.videos * self.frames
+        if x.shape[0] != chunks * per_chunk:
+            raise InvalidInputError(
+                f"The sampler passed {x.shape[0]} latent frames for {chunks} guidance branch(es); expected "
+                f"{chunks} x {self.videos} video(s) x {self.frames} frames. The latent batch must hold whole clips of "
+                f"{self.frames} frames."
+            )
+        if tuple(x.shape[-2:]) != tuple(self.first_latents.shape[-2:]):
+            raise InvalidInputError(
+                f"The latent is {tuple(x.shape[-2:])} but the first frame is {tuple(self.first_latents.shape[-2:])}; "
+                "area or tiled conditioning that crops the latent is not supported with AVSyncD."
+            )
+        x = _with_first(x, self.first_latents.repeat(chunks, 1, 1, 1), self.frames)
+        tokens = torch.cat(
+            [self._per_video(self.tokens if self.branch_audio[i] else self.null_tokens).to(x) for i in branch_indices]
+        )
+        masks = self.masks.to(x.device)[None].expand(chunks * self.videos, -1, -1)
+        index = None if self.index is None else self.index.to(x.device)
+        return x, AudioContext(tokens, self.frames, masks, index)
+
+    def pin_input(self, x: Tensor, scale: Tensor) -> Tensor:
+        """The sampler's latents with frame 0 set so that the host's input scaling (``scale``, broadcastable to
+        ``first_latents``, e.g. ``1 / sqrt(1 + sigma^2)``) turns it into the clean latent: everything between the
+        sampler and the UNet (ControlNet hints, model wrappers) then sees the clean frame; ``model_input`` pins
+        it exactly."""
+        return _with_first(x, self.first_latents / scale, self.frames)
+
+    def pin_denoised(self, denoised: Tensor) -> Tensor:
+        """A denoised estimate with frame 0 set to the clean latent (it is known, not estimated)."""
+        return _with_first(denoised, self.first_latents, self.frames)
+
+    def pin_result(self, samples: Tensor, latent_image: Tensor) -> Tensor:
+        """The sampler's result with frame 0 of every clip equal to the given latent, bit for bit."""
+        first = rearrange(latent_image, "(v f) c h w -> v f c h w", f=self.frames)[:, 0]
+        return _with_first(samples, first, self.frames)
+
+    def _per_video(self, tokens: Tensor) -> Tensor:
+        return tokens.expand(self.videos, *tokens.shape[1:])
+
+
+def _with_first(latents: Tensor, first: Tensor, frames: int) -> Tensor:
+    """A copy of ``(clips * frames, c, h, w)`` latents with frame 0 of every clip set to ``first``
+    ``(clips, c, h, w)``."""
+    out = latents.clone()
+    out.view(-1, frames, *out.shape[1:])[:, 0] = first.to(out)
+    return out
+
+
+def clip_latents(first_latents: Tensor, frames: int) -> Tensor:
+    """``(videos * frames, c, h, w)`` latents: each clip starts at its first-frame latent, the rest is zero."""
+    return _with_first(
+        first_latents.new_zeros(first_latents.shape[0] * frames, *first_latents.shape[1:]), first_latents, frames
+    )
+
+
+def chain_windows(windows: Sequence[Tensor], frames: int) -> Tensor:
+    """Join consecutive windows of ``(videos * frames, ...)`` latents; each window after the first starts at
+    the previous one's last frame, so that shared frame is kept once: ``videos * (1 + W * (frames - 1))`` rows."""
+    parts = []
+    for w, latents in enumerate(windows):
+        clips = latents.view(-1, frames, *latents.shape[1:])
+        parts.append(clips if w == 0 else clips[:, 1:])
+    joined = torch.cat(parts, dim=1)
+    return joined.reshape(-1, *joined.shape[2:])

@@ -1,0 +1,30 @@
+"""Node ID -> class and display name. IDs are stable: saved workflows refer to them."""
+
+from . import model_paths
+from .audio_nodes import AVSyncEncodeAudio, AVSyncImageBindLoader, AVSyncLoadAudio
+from .model_nodes import AVSyncApplyMotionModule, AVSyncMotionModuleLoader
+from .sampling_nodes import AVSyncClipLatent, AVSyncGuider, AVSyncSampler
+
+model_paths.register()
+
+NODE_CLASS_MAPPINGS = {
+    "AVSyncLoadAudio": AVSyncLoadAudio,
+    "AVSyncImageBindLoader": AVSyncImageBindLoader,
+    "AVSyncEncodeAudio": AVSyncEncodeAudio,
+    "AVSyncMotionModuleLoader": AVSyncMotionModuleLoader,
+    "AVSyncApplyMotionModule": AVSyncApplyMotionModule,
+    "AVSyncSampler": AVSyncSampler,
+    "AVSyncGuider": AVSyncGuider,
+    "AVSyncClipLatent": AVSyncClipLatent,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AVSyncLoadAudio": "AVSync Load Audio",
+    "AVSyncImageBindLoader": "Load ImageBind Audio Encoder",
+    "AVSyncEncodeAudio": "AVSync Encode Audio",
+    "AVSyncMotionModuleLoader": "Load AVSyncD Motion Module",
+    "AVSyncApplyMotionModule": "Apply AVSyncD",
+    "AVSyncSampler": "AVSync Sampler",
+    "AVSyncGuider": "AVSync Guider",
+    "AVSyncClipLatent": "AVSync Clip Latent",
+}
