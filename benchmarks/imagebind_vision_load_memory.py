@@ -1,4 +1,4 @@
-"""Peak memory of loading ImageBind's vision + audio branches (AlignSync) from a checkpoint shaped like imagebind_huge.pth.
+"""Peak memory of loading ImageBind's vision + audio branches (AlignSync) from an imagebind_huge.pth-shaped file.
 
 Writes (once, into --workdir) a .pth with random vision (ViT-H/14, 632 M params) and audio (86 M) branches at
 the real imagebind_huge sizes under ImageBind's key names, plus dummy tensors standing in for the text, depth,

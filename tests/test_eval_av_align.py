@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import golden_dir, load_golden_json
 
 from avsync_core.audio import decode_audio
 from avsync_core.errors import AVSyncError, InvalidInputError
 from avsync_core.evaluation import av_align, av_align_file, flow_trajectory, peak_iou, video_peaks
+from conftest import golden_dir, load_golden_json
 
 pytest.importorskip("librosa")
 pytest.importorskip("cv2")

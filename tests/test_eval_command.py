@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, golden_dir
 
 from avsync_core.audio import Waveform, decode_audio
 from avsync_core.evaluation import (
@@ -28,6 +27,7 @@ from avsync_core.evaluation import (
 from avsync_core.evaluation.clips import load_generated_clip, load_reference_clip
 from avsync_core.evaluation.command import main
 from avsync_core.video import write_video
+from conftest import REPO_ROOT, golden_dir
 
 pytest.importorskip("librosa")
 pytest.importorskip("cv2")

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-from conftest import assert_close_rel, golden_dir, load_golden, load_golden_json
 
 from avsync_core.evaluation import (
     AVSyncClassifier,
@@ -21,6 +20,7 @@ from avsync_core.evaluation import (
     preprocess_video,
     relsync,
 )
+from conftest import assert_close_rel, golden_dir, load_golden, load_golden_json
 
 REL = 1e-4
 

@@ -26,8 +26,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import find_weights, read_safetensors_metadata, read_state_dict, write_safetensors_atomic
-from ..errors import CheckpointError
+from ..checkpoints import (
+    find_weights,
+    load_strict,
+    read_json,
+    read_safetensors_metadata,
+    read_state_dict,
+    write_safetensors_atomic,
+)
+from ..errors import CheckpointError, preview
 
 FORMAT_NAME = "avsync.sync_classifier"
 FORMAT_VERSION = "1"
@@ -187,22 +194,8 @@ class AVSyncClassifier(nn.Module):
                 f"{source}: the head config {dict(head_config or {})} does not fit ({exc})."
             ) from None
         for name in PARTS:
-            module: nn.Module = getattr(model, name)
-            state = dict(parts[name])
-            expected = module.state_dict()
-            missing = sorted(set(expected) - set(state))
-            unexpected = sorted(set(state) - set(expected))
-            wrong = [
-                f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-                for k, v in expected.items()
-                if k in state and tuple(state[k].shape) != tuple(v.shape)
-            ]
-            if missing or unexpected or wrong:
-                raise CheckpointError(
-                    f"{source}: this is not the AVSync classifier's {name} ({_CLASS_NAMES[name]}). "
-                    f"Missing: {_few(missing)}. Unexpected: {_few(unexpected)}. Wrong shape: {_few(wrong)}."
-                )
-            module.load_state_dict({k: _owned(v) for k, v in state.items()}, strict=True, assign=True)
+            state = {k: v if v.dtype == torch.float32 else v.float() for k, v in parts[name].items()}
+            load_strict(getattr(model, name), state, source, f"the AVSync classifier's {name} ({_CLASS_NAMES[name]})")
         return model.requires_grad_(False).eval()
 
     @classmethod
@@ -223,11 +216,8 @@ class AVSyncClassifier(nn.Module):
                     f"{root} is not an AVSync classifier folder: {name}/config.json is missing (the release has "
                     "audio_encoder/, video_encoder/ and head/, each with config.json and diffusion_pytorch_model.bin)."
                 )
-            try:
-                configs[name] = json.loads(config_file.read_text())
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"{config_file} is not valid JSON ({exc}).") from None
-            class_name = configs[name].get("_class_name") if isinstance(configs[name], dict) else None
+            configs[name] = read_json(config_file)
+            class_name = configs[name].get("_class_name")
             if class_name not in (None, _CLASS_NAMES[name]):
                 raise CheckpointError(
                     f"{folder} holds a {class_name}, not the AVSync classifier's {_CLASS_NAMES[name]}."
@@ -263,7 +253,7 @@ class AVSyncClassifier(nn.Module):
         }
         stray = sorted(k for k in tensors if k.split(".", 1)[0] not in PARTS)
         if stray:
-            raise CheckpointError(f"{p}: unexpected tensors outside the classifier's parts: {_few(stray)}.")
+            raise CheckpointError(f"{p}: unexpected tensors outside the classifier's parts: {preview(stray)}.")
         return cls.from_state_dicts(parts, head_config, str(p))
 
     @classmethod
@@ -290,22 +280,6 @@ class AVSyncClassifier(nn.Module):
             "head_config": json.dumps(self.head.config),
         }
         write_safetensors_atomic(Path(os.fspath(path)), tensors, metadata)
-
-
-def _owned(tensor: torch.Tensor) -> torch.Tensor:
-    """float32 in memory of its own: tensors read from safetensors can sit at unaligned file offsets, where CPU
-    kernels take another code path and the same weights give scores that differ in the last bit."""
-    if tensor.is_floating_point() and tensor.dtype != torch.float32:
-        return tensor.float()
-    aligned = tensor.data_ptr() % 64 == 0 and tensor.is_contiguous()
-    return tensor if aligned else tensor.clone(memory_format=torch.contiguous_format)
-
-
-def _few(items: Sequence[str], n: int = 4) -> str:
-    if not items:
-        return "none"
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def main(argv: Sequence[str] | None = None) -> None:

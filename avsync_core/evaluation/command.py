@@ -26,10 +26,8 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import decode_audio
+from ..checkpoints import write_text_atomic
 from ..errors import AVSyncError, InvalidInputError
 from .av_align import av_align_file
 from .classifier import AVSyncClassifier
@@ -309,25 +308,11 @@ def write_report(path: Path, rows: list[dict], columns: list[str], summary: dict
         text = buffer.getvalue()
     else:
         text = json.dumps({"metrics": columns, "clips": rows, **summary, "settings": settings}, indent=2) + "\n"
-    _write_text_atomic(path, text)
+    write_text_atomic(path, text)
 
 
 def _blank(value: float | None) -> float | str:
     return "" if value is None or math.isnan(value) else value
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

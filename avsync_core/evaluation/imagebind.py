@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import ImageBindAudioConfig, ImageBindAudioEncoder
-from ..checkpoints import read_safetensors_metadata, read_state_dict, write_safetensors_atomic
+from ..checkpoints import load_strict, read_safetensors_metadata, read_state_dict, write_safetensors_atomic
 from ..errors import CheckpointError, InvalidInputError
 
 FORMAT_NAME = "avsync.imagebind_vision_audio"
@@ -150,7 +149,8 @@ class ImageBindVisionEncoder(nn.Module):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InvalidInputError(
-                f"ImageBind's vision branch takes CLIP-normalised images shaped (batch, 3, {size}, {size}), got {shape}."
+                f"ImageBind's vision branch takes CLIP-normalised images shaped (batch, 3, {size}, {size}), "
+                f"got {shape}."
             )
         x = images.to(device=self.device, dtype=self.dtype).unsqueeze(2)
         x = x.expand(-1, -1, self.config.pad_frames, -1, -1)
@@ -185,21 +185,13 @@ class ImageBindVisionEncoder(nn.Module):
         config = config or _infer_vision_config(state, source, num_heads)
         with torch.device("meta"):
             model = cls(config)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [
-            f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-            for k, v in expected.items()
-            if k in state and tuple(state[k].shape) != tuple(v.shape)
-        ]
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"{source}: the ImageBind vision weights do not fit a {config.depth}-block, {config.embed_dim}-wide "
-                f"branch. Missing: {_few(missing)}. Unexpected: {_few(unexpected)}. Wrong shape: {_few(wrong)}."
-            )
         state = {k: v if v.dtype == torch.float32 else v.float() for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
+        load_strict(
+            model,
+            state,
+            source,
+            f"the weights of a {config.depth}-block, {config.embed_dim}-wide ImageBind vision branch",
+        )
         return model.requires_grad_(False).eval()
 
     def imagebind_state_dict(self) -> dict[str, torch.Tensor]:
@@ -318,7 +310,7 @@ class ImageBindImageAudio(nn.Module):
                     audio_config = ImageBindAudioConfig.from_dict(json.loads(metadata["audio_config"]))
                 except (KeyError, ValueError, TypeError, InvalidInputError) as exc:
                     raise CheckpointError(f"{p}: its config metadata is missing or broken ({exc}).") from None
-        tensors = _read_branches(p)
+        tensors = read_state_dict(p, _is_needed)  # memory-mapped from a .pth: the other branches stay on disk
         return cls.from_state_dict(
             tensors,
             str(p),
@@ -341,42 +333,8 @@ class ImageBindImageAudio(nn.Module):
         write_safetensors_atomic(Path(os.fspath(path)), tensors, metadata)
 
 
-def _read_branches(path: Path) -> dict[str, torch.Tensor]:
-    """The vision and audio tensors of an ImageBind checkpoint, and nothing else.
-
-    A safetensors file is read key by key. A torch pickle (imagebind_huge.pth) is memory-mapped and its tensors
-    are used in place, backed by the file: copying them out (as ``read_state_dict`` does) would keep both the
-    touched file pages and the copy resident, a peak above loading the whole 4.5 GB file.
-    """
-    if path.suffix == ".safetensors":
-        return read_state_dict(path, _is_needed)
-    try:
-        data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise CheckpointError(f"{path} could not be read as a PyTorch weight file ({exc}).") from None
-        return read_state_dict(path, _is_needed)  # torch's legacy format cannot be memory-mapped: copy what is kept
-    except (pickle.UnpicklingError, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: {exc}); "
-            "a pickle that needs code to load is refused."
-        ) from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a state dict (found {type(data).__name__}).")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and _is_needed(k)}
-
-
 def _is_needed(key: str) -> bool:
     return is_branch_key(key, _VISION) or is_branch_key(key, _AUDIO)
-
-
-def _few(items: Sequence[str], n: int = 4) -> str:
-    if not items:
-        return "none"
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def main(argv: Sequence[str] | None = None) -> None:
