@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_eval_sync_golden import procedural_classifier
 
 from avsync_core.errors import CheckpointError, InvalidInputError
 from avsync_core.evaluation import AVSyncClassifier, ImageBindImageAudio
 from avsync_core.evaluation.classifier import main as convert_classifier
 from avsync_core.evaluation.imagebind import main as convert_imagebind
 from conftest import golden_dir
+from eval_models import procedural_classifier
 
 TINY_IMAGEBIND = ("sync_metrics", "imagebind_tiny_vision_audio.safetensors")
 _CONFIGS = {
