@@ -63,7 +63,7 @@ def test_no_peaks_no_marks():
     plot = render_sync_plot(_result([], [0.0] * FRAMES), FRAMES, {})
     assert plot.audio_peaks == plot.video_peaks == plot.matches == []
     for colour in (AUDIO_PEAK, VIDEO_PEAK, MATCH):
-        area = plot.pixels[: -40]  # above the legend, which shows each colour once
+        area = plot.pixels[:-40]  # above the legend, which shows each colour once
         assert not (area == np.array(colour, np.uint8)).all(axis=2).any(), colour
 
 
