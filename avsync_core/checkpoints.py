@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 _TORCH_WRAPPERS = ("state_dict", "model", "module")  # trainer checkpoints nest the weights under these keys
 
-_ALIGNMENT = 64  # bytes; what PyTorch's CPU allocator gives every tensor
 KeyFilter = Callable[[str], bool]
 
 
@@ -172,16 +171,9 @@ def _replace_atomic(path: Path, write: Callable[[str], None]) -> None:
 def _read_safetensors(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: _aligned(f.get_tensor(k)) for k in f.keys() if keep is None or keep(k)}
+            return {k: f.get_tensor(k) for k in f.keys() if keep is None or keep(k)}
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
-
-
-def _aligned(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor in 64-byte aligned memory. safetensors hands tensors out at unaligned addresses, where CPU
-    kernels take another code path: the same weights would give results that differ in the last bit from the
-    same weights read from a torch file (whose tensors are aligned)."""
-    return tensor if tensor.data_ptr() % _ALIGNMENT == 0 else tensor.clone()
 
 
 def _read_torch(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:

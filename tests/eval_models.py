@@ -3,7 +3,9 @@ needed) and the golden tiny ImageBind (vision + audio, built by ImageBind's own 
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 
@@ -49,3 +51,21 @@ def procedural_classifier(tag: int = 0) -> AVSyncClassifier:
 def tiny_imagebind() -> ImageBindImageAudio:
     path = golden_dir() / "sync_metrics" / "imagebind_tiny_vision_audio.safetensors"
     return ImageBindImageAudio.from_file(path, vision_heads=2, audio_heads=4)
+
+
+CLASSIFIER_CONFIGS = {
+    "audio_encoder": {"_class_name": "AudioConv2DNet", "_diffusers_version": "0.27.2", "pretrained": False},
+    "video_encoder": {"_class_name": "VideoR2Plus1DNet", "_diffusers_version": "0.27.2", "pretrained": False},
+    "head": {"_class_name": "FCHead", "_diffusers_version": "0.27.2", "dim": 512, "out_dim": 1, "dropout": 0.0},
+}
+
+
+def write_official_folder(model: AVSyncClassifier, root: Path) -> Path:
+    """The release's layout: modules/{audio_encoder,video_encoder,head}/ with config.json + a .bin pickle each."""
+    modules = root / "modules"
+    for name, config in CLASSIFIER_CONFIGS.items():
+        folder = modules / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config))
+        torch.save(getattr(model, name).state_dict(), folder / "diffusion_pytorch_model.bin")
+    return modules

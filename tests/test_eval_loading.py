@@ -14,25 +14,10 @@ from avsync_core.evaluation import AVSyncClassifier, ImageBindImageAudio
 from avsync_core.evaluation.classifier import main as convert_classifier
 from avsync_core.evaluation.imagebind import main as convert_imagebind
 from conftest import golden_dir
-from eval_models import procedural_classifier
+from eval_models import CLASSIFIER_CONFIGS as _CONFIGS
+from eval_models import procedural_classifier, write_official_folder
 
 TINY_IMAGEBIND = ("sync_metrics", "imagebind_tiny_vision_audio.safetensors")
-_CONFIGS = {
-    "audio_encoder": {"_class_name": "AudioConv2DNet", "_diffusers_version": "0.27.2", "pretrained": False},
-    "video_encoder": {"_class_name": "VideoR2Plus1DNet", "_diffusers_version": "0.27.2", "pretrained": False},
-    "head": {"_class_name": "FCHead", "_diffusers_version": "0.27.2", "dim": 512, "out_dim": 1, "dropout": 0.0},
-}
-
-
-def write_official_folder(model: AVSyncClassifier, root: Path) -> Path:
-    """The release's layout: modules/{audio_encoder,video_encoder,head}/ with config.json + a .bin pickle each."""
-    modules = root / "modules"
-    for name, config in _CONFIGS.items():
-        folder = modules / name
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps(config))
-        torch.save(getattr(model, name).state_dict(), folder / "diffusion_pytorch_model.bin")
-    return modules
 
 
 @pytest.fixture(scope="module")

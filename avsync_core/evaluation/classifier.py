@@ -194,7 +194,7 @@ class AVSyncClassifier(nn.Module):
                 f"{source}: the head config {dict(head_config or {})} does not fit ({exc})."
             ) from None
         for name in PARTS:
-            state = {k: v if v.dtype == torch.float32 else v.float() for k, v in parts[name].items()}
+            state = {k: _owned(v) for k, v in parts[name].items()}
             load_strict(getattr(model, name), state, source, f"the AVSync classifier's {name} ({_CLASS_NAMES[name]})")
         return model.requires_grad_(False).eval()
 
@@ -280,6 +280,16 @@ class AVSyncClassifier(nn.Module):
             "head_config": json.dumps(self.head.config),
         }
         write_safetensors_atomic(Path(os.fspath(path)), tensors, metadata)
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 in 64-byte aligned memory. safetensors hands tensors out at unaligned file offsets, where CPU
+    kernels take another code path: the same weights would score differently in the last bit than from the
+    released folder. The classifier is small, so the copy is cheap (for multi-GB files it would double the
+    peak memory, which is why the shared reader does not copy)."""
+    if tensor.dtype != torch.float32:
+        return tensor.float()
+    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
