@@ -68,7 +68,7 @@ def generated_clip(frames: int = 12, size: int = 64, seed: int = 0) -> torch.Ten
     clip = torch.full((frames, size, size, 3), 0.2)
     x = 2
     for i in range(frames):
-        x += 12 if i in JUMPS else 1
+        x += 12 if i in JUMPS else 0
         clip[i, 20:36, x : x + 16] = texture
     return clip
 
@@ -88,6 +88,7 @@ def test_loaders_list_the_release_folder_and_files(folders, pack):
     assert model_paths.imagebind_file_choices() == ["imagebind_tiny_vision_audio.safetensors"]
 
 
+@pytest.mark.slow
 def test_sync_score_node_on_a_generated_clip(loaded, pack):
     import comfy.model_management
     import comfy.model_patcher

@@ -96,6 +96,7 @@ def score_clip(
 ) -> ClipScores:
     """All metrics of one 12-frame clip at 6 fps with its sound (and optional references)."""
     step = progress or (lambda done, total: None)
+    step(0, STEPS)  # a host may stop here before any model runs
     video = frames_to_clip(images)
     sound = clip_sound(samples, sample_rate, audio_start)
     mel = audio_to_mel(sound, sample_rate)[None]
