@@ -58,7 +58,8 @@ def _optional(name: str) -> ModuleType:
         package = "opencv-python-headless" if name == "cv2" else "librosa"
         raise AVSyncError(
             f"AV-Align needs {package}, which is not installed ({exc}). Install the evaluation extras: "
-            'pip install "comfyui-avsync[eval]"'
+            'pip install "comfyui-avsync[eval]" (in ComfyUI: pip install librosa opencv-python-headless, with '
+            "ComfyUI's Python)"
         ) from None
     return module
 
