@@ -59,7 +59,8 @@ def test_every_metric_is_the_library_metric_of_the_same_clip(classifier):
     assert scores.relsync_audio == float(relsync(classifier, mel, video, ref_mel=ref_mel)[0])
     frames_uint8 = (images.clamp(0, 1) * 255).to(torch.uint8).numpy()
     direct = av_align(frames_uint8, 6.0, clip_sound.numpy(), RATE)
-    assert scores.av_align.score == direct.score and scores.av_align.flow == direct.flow
+    assert scores.av_align.score == direct.score
+    assert scores.av_align.flow == pytest.approx(direct.flow, rel=1e-6)  # OpenCV's threads vary the last bits
     assert scores.av_align.audio_peaks == direct.audio_peaks and len(direct.audio_peaks) > 0
     assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     named = {"AVSync score", "RelSync (ref. video)", "RelSync (ref. audio)", "AlignSync", "AV-Align"}
