@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from test_comfy_eval import FPS, JUMPS, RATE, generated_clip
 
+from avsync_core.evaluation.plot import HEIGHT, WIDTH
 from comfy_host import ComfyServer
 from eval_models import procedural_classifier, tiny_imagebind
 from synthetic_av import click_sound
@@ -91,5 +92,5 @@ def test_sync_score_runs_in_a_prompt_and_returns_its_plot(tmp_path):
         plot = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
         (saved,) = server.output_files(entry)
         assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), plot)  # the IMAGE output is the plot
-        assert plot.shape == (420, 960, 3) and plot.std() > 10
+        assert plot.shape == (HEIGHT, WIDTH, 3) and plot.std() > 10
         assert "IMPORT FAILED" not in server.log_text()

@@ -9,10 +9,15 @@ from avsync_core.audio import segment_time_windows
 from avsync_core.evaluation.av_align import AVAlignResult, match_peaks, peak_iou
 from avsync_core.evaluation.plot import (
     AUDIO_PEAK,
+    BOTTOM,
+    HEIGHT,
+    LANE_ROW,
+    LANE_TOP,
     MATCH,
     PATCH_SECONDS,
     PATCH_STEP_SECONDS,
     VIDEO_PEAK,
+    WINDOW_TINTS,
     frame_audio_windows,
     render_sync_plot,
 )
@@ -76,3 +81,13 @@ def test_frame_windows_are_the_segments_in_seconds(frames):
         assert start == pytest.approx(first * PATCH_STEP_SECONDS)
         assert stop == pytest.approx((last - 1) * PATCH_STEP_SECONDS + PATCH_SECONDS)
     assert windows[0][0] == 0.0 and windows[-1][1] <= 2.0
+
+
+def test_each_frames_heard_window_is_shaded_in_its_lane():
+    plot = render_sync_plot(_result([], [0.0] * FRAMES), FRAMES, {})
+    for i, (start, stop) in enumerate(frame_audio_windows(FRAMES)):
+        row_top = HEIGHT - BOTTOM + LANE_TOP + (i % 2) * LANE_ROW
+        for x in (plot.x(start) + 1, plot.x((start + stop) / 2), plot.x(stop) - 2):
+            assert _colour_at(plot.pixels, (x, row_top + LANE_ROW // 2)) == WINDOW_TINTS[i % 2], (i, x)
+    left_of_first = (plot.x(0.0) - 2, HEIGHT - BOTTOM + LANE_TOP + LANE_ROW // 2)
+    assert _colour_at(plot.pixels, left_of_first) not in WINDOW_TINTS

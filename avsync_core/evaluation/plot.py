@@ -3,9 +3,10 @@
 On one time axis: the sound's onset strength (librosa's envelope, what AV-Align takes its audio peaks from) and
 the video's motion (mean optical-flow magnitude per frame, where its video peaks come from), each scaled to its
 own maximum. Audio peaks are circles on the onset curve, video peaks squares on the motion curve, and every pair
-AV-Align counts as matched is joined by a line. Behind them, the audio each frame hears in AVSyncD (its segment
-of ImageBind time patches) is shaded, with the frame numbers at the times the frames are shown. The scores are
-the title. Pure numpy + Pillow (no plotting library), so it runs wherever the pack does.
+AV-Align counts as matched is joined by a line. Under the axis, a lane shades the audio each frame hears in
+AVSyncD (its segment of ImageBind time patches; even and odd frames on two rows, since neighbours overlap), and
+the frame numbers stand at the times the frames are shown, in their row's colour. The scores are the title.
+Pure numpy + Pillow (no plotting library), so it runs wherever the pack does.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from ..audio import ImageBindAudioConfig, segment_time_windows
 from ..audio.mel import FRAME_LENGTH_MS, FRAME_SHIFT_MS
 from .av_align import AVAlignResult
 
-WIDTH, HEIGHT = 960, 420
-LEFT, RIGHT, TOP, BOTTOM = 56, 24, 58, 88  # margins around the plot area
+WIDTH, HEIGHT = 960, 440
+LEFT, RIGHT, TOP, BOTTOM = 56, 24, 58, 108  # margins around the plot area
+LANE_TOP, LANE_ROW = 22, 12  # the lane of heard windows: its offset below the plot area, and its row height
 BACKGROUND = (28, 28, 28)
 PANEL = (40, 40, 40)
 GRID = (70, 70, 70)
@@ -31,8 +33,7 @@ MOTION = (90, 160, 255)
 AUDIO_PEAK = (255, 226, 80)
 VIDEO_PEAK = (120, 240, 255)
 MATCH = (110, 220, 120)
-WINDOW_TINTS = ((150, 150, 150), (95, 95, 95))  # alternating, so neighbouring (overlapping) windows stay apart
-WINDOW_ALPHA = 0.22
+WINDOW_TINTS = ((176, 140, 220), (120, 190, 170))  # even and odd frames: neighbouring windows overlap
 MARK_RADIUS = 5
 
 _STEM = ImageBindAudioConfig()
@@ -84,25 +85,25 @@ def render_sync_plot(result: AVAlignResult, frames: int, scores: Mapping[str, fl
     def y(value: float) -> int:  # value in [0, 1] of the curve's own maximum
         return bottom - round(value * (height - 12))
 
-    canvas = np.empty((HEIGHT, WIDTH, 3), np.float32)
-    canvas[:] = BACKGROUND
-    canvas[TOP:bottom, LEFT : WIDTH - RIGHT] = PANEL
-    for i, (start, stop) in enumerate(frame_audio_windows(frames)):
-        x0, x1 = plot.x(min(start, duration)), plot.x(min(stop, duration))
-        band = canvas[TOP:bottom, x0:x1]
-        band += WINDOW_ALPHA * (np.asarray(WINDOW_TINTS[i % 2], np.float32) - band)
-    image = Image.fromarray(canvas.round().astype(np.uint8))
+    image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
+    draw.rectangle([LEFT, TOP, WIDTH - RIGHT - 1, bottom - 1], fill=PANEL)
     small, large = _font(13), _font(17)
 
     for tick in np.arange(0.0, duration + 1e-9, 0.5):
         draw.line([(plot.x(tick), TOP), (plot.x(tick), bottom)], fill=GRID)
         draw.text((plot.x(tick), bottom + 4), f"{tick:g} s", fill=TEXT, font=small, anchor="mt")
+    lane = bottom + LANE_TOP
+    draw.text((LEFT - 8, lane + LANE_ROW), "heard", fill=TEXT, font=small, anchor="rm")
+    for i, (start, stop) in enumerate(frame_audio_windows(frames)):
+        top = lane + (i % 2) * LANE_ROW
+        x0, x1 = plot.x(min(start, duration)), plot.x(min(stop, duration))
+        draw.rectangle([x0, top, max(x0, x1 - 1), top + LANE_ROW - 3], fill=WINDOW_TINTS[i % 2])
     for i in range(frames):
         x = plot.x(i / result.fps)
         draw.line([(x, bottom), (x, bottom + 3)], fill=TEXT)
-        draw.text((x, bottom + 22), str(i), fill=TEXT, font=small, anchor="mt")
-    draw.text((LEFT - 8, bottom + 22), "frame", fill=TEXT, font=small, anchor="rt")
+        draw.text((x, lane + 2 * LANE_ROW + 4), str(i), fill=WINDOW_TINTS[i % 2], font=small, anchor="mt")
+    draw.text((LEFT - 8, lane + 2 * LANE_ROW + 4), "frame", fill=TEXT, font=small, anchor="rt")
 
     onset = _scaled(np.asarray(result.onset_strength, np.float64))
     motion = _scaled(np.asarray(result.flow, np.float64))
@@ -137,7 +138,7 @@ def render_sync_plot(result: AVAlignResult, frames: int, scores: Mapping[str, fl
         fill=TEXT,
         font=small,
     )
-    _legend(draw, small, HEIGHT - 24)
+    _legend(draw, small, HEIGHT - 20)
     plot.pixels = np.asarray(image, np.uint8).copy()
     return plot
 
@@ -160,6 +161,7 @@ def _legend(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, y: int) -> Non
         elif kind == "square":
             draw.rectangle([x + 4, y - 5, x + 14, y + 5], fill=colour)
         else:
-            draw.rectangle([x, y - 6, x + 18, y + 6], fill=PANEL, outline=colour)
+            draw.rectangle([x, y - 5, x + 8, y + 5], fill=colour)
+            draw.rectangle([x + 10, y - 5, x + 18, y + 5], fill=WINDOW_TINTS[1])
         draw.text((x + 24, y), label, fill=TEXT, font=font, anchor="lm")
         x += 24 + round(draw.textlength(label, font=font)) + 18
