@@ -64,13 +64,6 @@ class SyncPlot:
         return LEFT + round(seconds / self.duration * (WIDTH - LEFT - RIGHT - 1))
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size)
-    except TypeError:  # Pillow < 10.1 has one bitmap size only
-        return ImageFont.load_default()
-
-
 def _scaled(values: np.ndarray) -> np.ndarray:
     peak = float(np.max(values)) if values.size else 0.0
     return values / peak if peak > 0 else np.zeros_like(values)
@@ -88,7 +81,7 @@ def render_sync_plot(result: AVAlignResult, frames: int, scores: Mapping[str, fl
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.rectangle([LEFT, TOP, WIDTH - RIGHT - 1, bottom - 1], fill=PANEL)
-    small, large = _font(13), _font(17)
+    small, large = ImageFont.load_default(13), ImageFont.load_default(17)  # Pillow >= 10.1
 
     for tick in np.arange(0.0, duration + 1e-9, 0.5):
         draw.line([(plot.x(tick), TOP), (plot.x(tick), bottom)], fill=GRID)
