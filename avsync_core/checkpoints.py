@@ -1,4 +1,4 @@
-"""Weight files in and out: the one reader, the one strict loader and the one atomic writer of the project.
+"""Weight files in and out: the one reader, the one strict loader and the atomic writers of the project.
 
 Everything that loads weights (SD1.5 parts, motion modules, ImageBind, training checkpoints) goes through
 ``read_state_dict`` and ``load_strict``, so every format and wrapper is accepted everywhere and every mismatch is
@@ -131,23 +131,33 @@ def write_safetensors_atomic(
     path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _replace_atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """A text file (results, reports) written the same crash-safe way; newlines are written as given."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            f.write(text)
+
+    _replace_atomic(Path(path), write)
+
+
+def _replace_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """``write`` a temporary file next to ``path``, flush it to disk, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        _fsync(tmp)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _read_safetensors(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:

@@ -122,6 +122,9 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement("comfy.model_management.unet_offload_device", "encoder offload"),
     Requirement("comfy.model_management.intermediate_device", "sampler output device"),
     Requirement("comfy.model_management.throw_exception_if_processing_interrupted", "Cancel stops sampling"),
+    Requirement(
+        "comfy.model_management.load_models_gpu", "evaluation models to the GPU", ("models", "force_full_load")
+    ),
     Requirement("comfy.utils.ProgressBar", "progress", ("total",)),
     Requirement("comfy.utils.ProgressBar.update_absolute", "progress and previews", ("value", "total", "preview")),
     Requirement("comfy.utils.PROGRESS_BAR_ENABLED", "console progress bar switch"),
@@ -129,14 +132,14 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement("nodes.VAEEncode.encode", "first frame from an image", ("self", "vae", "pixels"), leading=True),
     Requirement(
         "nodes.PreviewImage.save_images",
-        "in-node preview pictures",
+        "in-node preview pictures (audio windows, sync plot)",
         ("self", "images", "filename_prefix"),
         leading=True,
     ),
     # Model folders and input files (nodes/model_paths.py, nodes/audio_nodes.py).
     Requirement(
         "folder_paths.add_model_folder_path",
-        "models/avsyncd, models/imagebind",
+        "models/avsyncd, models/imagebind, models/avsync_classifier",
         ("folder_name", "full_folder_path", "is_default"),
     ),
     Requirement("folder_paths.folder_names_and_paths", "weight extensions of the pack's folders"),

@@ -2,6 +2,7 @@
 
 from . import model_paths
 from .audio_nodes import AVSyncEncodeAudio, AVSyncImageBindLoader, AVSyncLoadAudio
+from .evaluation_nodes import AVSyncClassifierLoader, AVSyncImageBindVisionAudioLoader, AVSyncSyncScore
 from .model_nodes import AVSyncApplyMotionModule, AVSyncMotionModuleLoader
 from .sampling_nodes import AVSyncClipLatent, AVSyncGuider, AVSyncSampler
 
@@ -16,6 +17,9 @@ NODE_CLASS_MAPPINGS = {
     "AVSyncSampler": AVSyncSampler,
     "AVSyncGuider": AVSyncGuider,
     "AVSyncClipLatent": AVSyncClipLatent,
+    "AVSyncClassifierLoader": AVSyncClassifierLoader,
+    "AVSyncImageBindVisionAudioLoader": AVSyncImageBindVisionAudioLoader,
+    "AVSyncSyncScore": AVSyncSyncScore,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -27,4 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AVSyncSampler": "AVSync Sampler",
     "AVSyncGuider": "AVSync Guider",
     "AVSyncClipLatent": "AVSync Clip Latent",
+    "AVSyncClassifierLoader": "Load AVSync Classifier",
+    "AVSyncImageBindVisionAudioLoader": "Load ImageBind (Vision + Audio)",
+    "AVSyncSyncScore": "AVSync Sync Score",
 }

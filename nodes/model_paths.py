@@ -2,7 +2,8 @@
 
 ``models/avsyncd`` holds motion modules (our .safetensors) and official AVSyncD checkpoint folders;
 ``models/imagebind`` holds imagebind_huge.pth or the compact audio-only file. An official folder also provides
-the ImageBind audio encoder (its ``audio_encoder/``).
+the ImageBind audio encoder (its ``audio_encoder/``). ``models/avsync_classifier`` holds the AVSync classifier
+the synchronisation metrics use: the released folder or its converted .safetensors.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from ..avsync_core.errors import CheckpointError
 
 MOTION_FOLDER = "avsyncd"
 IMAGEBIND_FOLDER = "imagebind"
+CLASSIFIER_FOLDER = "avsync_classifier"
 WEIGHT_EXTENSIONS = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
 OFFICIAL_SUFFIX = " [AVSyncD folder]"
+CLASSIFIER_SUFFIX = " [classifier folder]"
 
 HELP = {
     MOTION_FOLDER: (
@@ -28,11 +31,16 @@ HELP = {
         "Put Meta's imagebind_huge.pth (or the compact audio-only .safetensors this pack writes) into "
         "ComfyUI/models/imagebind/, or an official AVSyncD checkpoint folder into ComfyUI/models/avsyncd/"
     ),
+    CLASSIFIER_FOLDER: (
+        "Put the AVSync classifier into ComfyUI/models/avsync_classifier/: the 'AVSync Classifier (VGGSS)' checkpoint "
+        "linked in the lzhangbj/ASVA README, as downloaded (its modules/ folder holds audio_encoder/, video_encoder/ "
+        "and head/), or the single .safetensors that python -m avsync_core.evaluation.classifier makes of it"
+    ),
 }
 
 
 def register() -> None:
-    for name in (MOTION_FOLDER, IMAGEBIND_FOLDER):
+    for name in (MOTION_FOLDER, IMAGEBIND_FOLDER, CLASSIFIER_FOLDER):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=True)
         paths, extensions = folder_paths.folder_names_and_paths[name]
         folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | WEIGHT_EXTENSIONS)
@@ -45,17 +53,27 @@ def placeholder(folder: str) -> str:
 def official_folders() -> dict[str, Path]:
     """Official AVSyncD checkpoint folders (holding ``unet/config.json``) at any depth of every models/avsyncd
     path, so the release can be dropped in as downloaded (``.../ckpts/checkpoint-37000/modules``)."""
+    return _folders_holding(MOTION_FOLDER, os.path.join("unet", "config.json"), OFFICIAL_SUFFIX)
+
+
+def classifier_folders() -> dict[str, Path]:
+    """Released classifier folders (holding ``head/config.json``) at any depth of every models/avsync_classifier."""
+    return _folders_holding(CLASSIFIER_FOLDER, os.path.join("head", "config.json"), CLASSIFIER_SUFFIX)
+
+
+def _folders_holding(folder: str, marker: str, suffix: str) -> dict[str, Path]:
+    """Dropdown entry -> folder, for every folder under the ``folder`` paths that holds ``marker``."""
     found: dict[str, Path] = {}
-    for root in folder_paths.get_folder_paths(MOTION_FOLDER):
+    for root in folder_paths.get_folder_paths(folder):
         if not os.path.isdir(root):
             continue
         for current, dirs, _files in os.walk(root, followlinks=True):
             dirs.sort()
-            if os.path.isfile(os.path.join(current, "unet", "config.json")):
+            if os.path.isfile(os.path.join(current, marker)):
                 relative = Path(current).relative_to(root).as_posix()
                 name = Path(current).name if relative == "." else relative
-                found.setdefault(name + OFFICIAL_SUFFIX, Path(current))
-                dirs.clear()  # its unet/ and audio_encoder/ are not separate entries
+                found.setdefault(name + suffix, Path(current))
+                dirs.clear()  # its parts are not separate entries
     return found
 
 
@@ -74,13 +92,25 @@ def imagebind_choices() -> list[str]:
     return _files(IMAGEBIND_FOLDER, set()) + list(official_folders()) or [placeholder(IMAGEBIND_FOLDER)]
 
 
+def imagebind_file_choices() -> list[str]:
+    """imagebind_huge.pth and compact files only: AVSyncD folders hold no vision branch."""
+    return _files(IMAGEBIND_FOLDER, set()) or [placeholder(IMAGEBIND_FOLDER)]
+
+
+def classifier_choices() -> list[str]:
+    folders = classifier_folders()
+    skip = {name[: -len(CLASSIFIER_SUFFIX)] for name in folders}
+    files = [n for n in _files(CLASSIFIER_FOLDER, skip) if n.endswith(".safetensors")]
+    return list(folders) + files or [placeholder(CLASSIFIER_FOLDER)]
+
+
 def resolve(folder: str, choice: str) -> Path:
     """The file or official folder behind a dropdown entry, or an error that says what to download where."""
     if choice.startswith("(none found"):
         raise CheckpointError(f"No model found in models/{folder}. {HELP[folder]}.")
-    official = official_folders()
-    if choice in official:
-        return official[choice]
+    folders = classifier_folders() if folder == CLASSIFIER_FOLDER else official_folders()
+    if choice in folders:
+        return folders[choice]
     path = folder_paths.get_full_path(folder, choice)
     if path is None:
         raise CheckpointError(f"{choice} is not in models/{folder} (anymore?). {HELP[folder]}.")

@@ -25,7 +25,8 @@ UI_WORKFLOWS = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # nodes that live in the browser only (no Python class)
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Combo widgets listing the user's own files (models, inputs): the workflows carry documented placeholder names.
-FILE_INPUTS = {"ckpt_name", "motion_module", "encoder_name", "image", "audio"}
+FILE_INPUTS = {"ckpt_name", "motion_module", "encoder_name", "image", "audio", "classifier_name"}
+BYPASSED = 4  # node mode: ComfyUI skips the node; its API export leaves it out
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 FRAMES, FPS, SIZE, STEPS = 4, 6.0, 64, 2
 
@@ -227,7 +228,8 @@ def test_ui_workflow_fits_the_servers_nodes_and_matches_its_api_twin(object_info
 
         outputs = [(o["name"], o["type"]) for o in node["outputs"]]
         assert outputs == list(zip(spec["output_name"], spec["output"])), f"node {node_id} ({node['type']}) outputs"
-        derived_api[str(node_id)] = {"class_type": node["type"], "inputs": api_inputs}
+        if node["mode"] != BYPASSED:
+            derived_api[str(node_id)] = {"class_type": node["type"], "inputs": api_inputs}
 
     for link_id, source, source_slot, target, _, _ in links.values():
         assert link_id in (nodes[source]["outputs"][source_slot]["links"] or []), f"link {link_id} is dangling"

@@ -1,0 +1,6 @@
+"""``python -m avsync_core.evaluate``: the synchronisation metrics on files (see ``evaluation/command.py``)."""
+
+from .evaluation.command import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Peak memory of loading ImageBind's vision + audio branches (AlignSync) from an imagebind_huge.pth-shaped file.
+
+Writes (once, into --workdir) a .pth with random vision (ViT-H/14, 632 M params) and audio (86 M) branches at
+the real imagebind_huge sizes under ImageBind's key names, plus dummy tensors standing in for the text, depth,
+thermal and IMU branches, and the compact vision+audio safetensors file. Each measurement runs in a fresh
+subprocess and reports its peak resident memory (ru_maxrss) after one image and one mel went through, so every
+weight has really been read:
+
+  baseline   import torch + avsync_core.evaluation, nothing else
+  alone      both branches built in memory with random weights (the floor: their own size)
+  pth        ImageBindImageAudio.from_file(huge-shaped .pth): only the vision and audio tensors are read
+  compact    ImageBindImageAudio.from_file(compact vision+audio .safetensors)
+  naive      torch.load of the whole huge-shaped .pth (what loading every branch pays)
+
+Usage: python benchmarks/imagebind_vision_load_memory.py [--workdir DIR] [--other-gb 1.6] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from imagebind_load_memory import _peak_mb
+
+PTH = "imagebind_huge_shaped.pth"
+COMPACT = "imagebind_vision_audio.safetensors"
+
+
+def _huge_model():
+    from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder
+    from avsync_core.evaluation import ImageBindImageAudio, ImageBindVisionConfig, ImageBindVisionEncoder
+
+    return ImageBindImageAudio(
+        ImageBindVisionEncoder(ImageBindVisionConfig()), ImageBindAudioEncoder(ImageBindAudioConfig())
+    )
+
+
+def _measure(mode: str, workdir: Path) -> None:
+    import torch
+
+    from avsync_core.audio import null_melspectrogram
+    from avsync_core.evaluation import ImageBindImageAudio
+
+    torch.set_num_threads(2)
+    before = _peak_mb()
+    t0 = time.perf_counter()
+    if mode == "baseline":
+        pass
+    elif mode == "naive":
+        state = torch.load(workdir / PTH, map_location="cpu", weights_only=True)
+        assert len(state) > 0
+    else:
+        if mode == "alone":
+            model = _huge_model().requires_grad_(False)
+        elif mode == "pth":
+            model = ImageBindImageAudio.from_file(workdir / PTH)
+        elif mode == "compact":
+            model = ImageBindImageAudio.from_file(workdir / COMPACT)
+        else:
+            raise SystemExit(f"unknown mode {mode}")
+        with torch.no_grad():
+            sim = model.image_audio_similarity(torch.zeros(1, 3, 224, 224), null_melspectrogram(1))
+        assert torch.isfinite(sim).all()
+    print(
+        json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": _peak_mb(), "seconds": time.perf_counter() - t0})
+    )
+
+
+def _write_checkpoints(workdir: Path, other_gb: float) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    model = _huge_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.02)
+    branches = {**model.vision.imagebind_state_dict(), **model.audio.state_dict_in_layout("imagebind")}
+    # Stand-ins for the text/depth/thermal/imu branches (64 MiB tensors), before the others as in the real file.
+    chunk = 16 * 1024 * 1024  # float32 elements = 64 MiB
+    others = {
+        f"modality_trunks.text.blocks.{i}.mlp.fc1.weight": torch.zeros(chunk // 1024, 1024)
+        for i in range(max(0, round(other_gb * 1024 / 64)))
+    }
+    torch.save({**others, **branches}, workdir / PTH)
+    model.save_safetensors(workdir / COMPACT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the test checkpoints")
+    parser.add_argument("--other-gb", type=float, default=1.6, help="size of the dummy tensors of the other branches")
+    parser.add_argument("--keep", action="store_true", help="keep the written checkpoints")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.write:
+        _write_checkpoints(args.workdir, args.other_gb)
+        return
+    if args.measure:
+        _measure(args.measure, args.workdir)
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_ib_vision_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / PTH).exists():
+        print(f"writing a huge-shaped ImageBind checkpoint ({args.other_gb:.1f} GB of other branches) to {workdir} ...")
+        subprocess.run(
+            [sys.executable, __file__, "--write", "--workdir", str(workdir), "--other-gb", str(args.other_gb)],
+            check=True,
+        )
+    print(
+        f"checkpoint: {(workdir / PTH).stat().st_size / 2**30:.2f} GiB, compact vision+audio file: "
+        f"{(workdir / COMPACT).stat().st_size / 2**30:.2f} GiB"
+    )
+    rows = {}
+    for mode in ("baseline", "alone", "pth", "compact", "naive"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--measure", mode, "--workdir", str(workdir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        rows[mode] = json.loads(out.strip().splitlines()[-1])
+    base = rows["baseline"]["peak_mb"]
+    print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")
+    for mode, row in rows.items():
+        print(f"{mode:10s} {row['peak_mb']:13.0f} {row['peak_mb'] - base:15.0f} {row['seconds']:8.2f}")
+    if not args.keep and args.workdir is None:
+        for f in workdir.iterdir():
+            f.unlink()
+        workdir.rmdir()
+
+
+if __name__ == "__main__":
+    main()
