@@ -10,7 +10,6 @@ from __future__ import annotations
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
-import nodes as comfy_nodes
 import torch
 
 from ..avsync_core.audio import from_comfy_audio
@@ -19,6 +18,7 @@ from ..avsync_core.evaluation import AVSyncClassifier, ImageBindImageAudio, rend
 from ..avsync_core.evaluation.clip_score import STEPS
 from ..avsync_core.evaluation.preprocess import CLIP_FRAMES
 from . import model_paths
+from .previews import save_preview
 from .types import CATEGORY, IMAGEBIND_VISION_AUDIO, SYNC_CLASSIFIER
 
 CLASSIFIER_LOADER_TOOLTIPS = {
@@ -199,6 +199,6 @@ class AVSyncSyncScore:
             )
         plot = render_sync_plot(scores.av_align, CLIP_FRAMES, scores.named())
         image = torch.from_numpy(plot.pixels).float().div(255.0).unsqueeze(0)
-        ui = comfy_nodes.PreviewImage().save_images(image, filename_prefix="AVSyncSyncScore")["ui"]
+        ui = save_preview(image, "AVSyncSyncScore")
         values = (scores.avsync_score, scores.relsync_video, scores.relsync_audio, scores.alignsync)
         return {"ui": ui, "result": (*values, scores.av_align.score, image)}

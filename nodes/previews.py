@@ -1,4 +1,4 @@
-"""Pictures a node shows in the page: saved to ComfyUI's temp folder like core Preview Image, also returned as IMAGE."""
+"""Pictures nodes show in the page (audio windows, sync plot): saved to the temp folder like core Preview Image."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ def frame_preview_image(waveform: Waveform, condition: AudioCondition) -> torch.
     return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
 
 
-def save_preview(images: torch.Tensor) -> dict:
+def save_preview(images: torch.Tensor, prefix: str = "AVSyncAudioPreview") -> dict:
     """The node's ``ui`` value: the images written to the temp folder by core Preview Image's own saver."""
     import nodes as comfy_nodes  # ComfyUI's nodes.py (this package is not top-level, so no clash)
 
-    return comfy_nodes.PreviewImage().save_images(images, filename_prefix="AVSyncAudioPreview")["ui"]
+    return comfy_nodes.PreviewImage().save_images(images, filename_prefix=prefix)["ui"]

@@ -8,8 +8,6 @@ import torch
 
 from avsync_core.audio import Waveform, clip_windows, segment_time_windows
 from avsync_core.audio.preview import (
-    PATCH_SECONDS,
-    PATCH_STEP_SECONDS,
     WAVE,
     PreviewLayout,
     band_colour,
@@ -18,6 +16,7 @@ from avsync_core.audio.preview import (
     preview_layout,
     render_frame_preview,
 )
+from avsync_core.audio.segments import PATCH_SECONDS, PATCH_STEP_SECONDS
 from avsync_core.errors import InvalidInputError
 
 RATE = 16000

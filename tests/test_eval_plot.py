@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avsync_core.audio import segment_time_windows
+from avsync_core.audio import segment_time_seconds, segment_time_windows
+from avsync_core.audio.segments import PATCH_SECONDS, PATCH_STEP_SECONDS
 from avsync_core.evaluation.av_align import AVAlignResult, match_peaks, peak_iou
 from avsync_core.evaluation.plot import (
     AUDIO_PEAK,
@@ -14,11 +15,8 @@ from avsync_core.evaluation.plot import (
     LANE_ROW,
     LANE_TOP,
     MATCH,
-    PATCH_SECONDS,
-    PATCH_STEP_SECONDS,
     VIDEO_PEAK,
     WINDOW_TINTS,
-    frame_audio_windows,
     render_sync_plot,
 )
 
@@ -74,7 +72,7 @@ def test_no_peaks_no_marks():
 
 @pytest.mark.parametrize("frames", [12, 8])
 def test_frame_windows_are_the_segments_in_seconds(frames):
-    windows = frame_audio_windows(frames)
+    windows = segment_time_seconds(frames)
     segments = segment_time_windows(frames)
     assert len(windows) == frames
     for (start, stop), (first, last) in zip(windows, segments):
@@ -85,7 +83,7 @@ def test_frame_windows_are_the_segments_in_seconds(frames):
 
 def test_each_frames_heard_window_is_shaded_in_its_lane():
     plot = render_sync_plot(_result([], [0.0] * FRAMES), FRAMES, {})
-    for i, (start, stop) in enumerate(frame_audio_windows(FRAMES)):
+    for i, (start, stop) in enumerate(segment_time_seconds(FRAMES)):
         row_top = HEIGHT - BOTTOM + LANE_TOP + (i % 2) * LANE_ROW
         for x in (plot.x(start) + 1, plot.x((start + stop) / 2), plot.x(stop) - 2):
             assert _colour_at(plot.pixels, (x, row_top + LANE_ROW // 2)) == WINDOW_TINTS[i % 2], (i, x)

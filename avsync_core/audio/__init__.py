@@ -26,6 +26,7 @@ from .segments import (
     segment_index,
     segment_masks,
     segment_time_masks,
+    segment_time_seconds,
     segment_time_windows,
 )
 from .waveform import SAMPLE_RATE, Waveform, check_finite, mix_to_mono, resample
@@ -64,6 +65,7 @@ __all__ = [
     "segment_index",
     "segment_masks",
     "segment_time_masks",
+    "segment_time_seconds",
     "segment_time_windows",
     "to_comfy_audio",
     "window_samples",

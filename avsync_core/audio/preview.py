@@ -19,15 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InvalidInputError
-from .imagebind import ImageBindAudioConfig
-from .mel import CLIP_SECONDS, FRAME_LENGTH_MS, FRAME_SHIFT_MS
-from .segments import segment_time_windows
+from .mel import CLIP_SECONDS
+from .segments import segment_time_seconds
 from .waveform import SAMPLE_RATE, Waveform, mix_to_mono
 from .windows import ClipWindow
-
-_STEM = ImageBindAudioConfig()
-PATCH_STEP_SECONDS = _STEM.stride * FRAME_SHIFT_MS / 1000.0  # 0.1 s between time patches
-PATCH_SECONDS = ((_STEM.kernel - 1) * FRAME_SHIFT_MS + FRAME_LENGTH_MS) / 1000.0  # 0.175 s of audio per patch
 
 BACKGROUND = (30, 30, 30)
 PANEL = (42, 42, 42)
@@ -61,7 +56,7 @@ def frame_audio_spans(windows: Sequence[ClipWindow], frames: int, fps: float) ->
     """Every clip's per-frame audio windows, clip by clip, frame by frame."""
     if not windows:
         raise InvalidInputError("frame_audio_spans needs at least one clip window.")
-    patches = segment_time_windows(frames)
+    patches = segment_time_seconds(frames)
     target = int(CLIP_SECONDS * SAMPLE_RATE)
     spans = []
     for window in windows:
@@ -72,8 +67,8 @@ def frame_audio_spans(windows: Sequence[ClipWindow], frames: int, fps: float) ->
         origin = window.start_seconds + crop
         heard_end = origin + min(held, target) / SAMPLE_RATE  # past it the mel is padding
         for i, (start, stop) in enumerate(patches):
-            start_seconds = origin + start * PATCH_STEP_SECONDS
-            stop_seconds = origin + (stop - 1) * PATCH_STEP_SECONDS + PATCH_SECONDS
+            start_seconds = origin + start
+            stop_seconds = origin + stop
             spans.append(
                 FrameSpan(
                     clip=window.index,

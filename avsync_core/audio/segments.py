@@ -15,10 +15,15 @@ import torch
 
 from ..additions import gather_index
 from ..errors import InvalidInputError
+from .imagebind.config import ImageBindAudioConfig
+from .mel import FRAME_LENGTH_MS, FRAME_SHIFT_MS
 
 TIME_PATCHES = 19
 FREQ_PATCHES = 12
 NUM_TOKENS = 1 + FREQ_PATCHES * TIME_PATCHES  # 229
+_STEM = ImageBindAudioConfig()
+PATCH_STEP_SECONDS = _STEM.stride * FRAME_SHIFT_MS / 1000.0  # 0.1 s between time patches
+PATCH_SECONDS = ((_STEM.kernel - 1) * FRAME_SHIFT_MS + FRAME_LENGTH_MS) / 1000.0  # 0.175 s of sound per patch
 # 2 s at 120 fps; far beyond any animation, and past it frames would share single 100 ms patches many times over.
 MAX_FRAMES = 240
 
@@ -37,6 +42,14 @@ def segment_time_windows(frames: int) -> list[tuple[int, int]]:
     width = math.ceil(TIME_PATCHES / frames)
     starts = np.round(np.linspace(0, TIME_PATCHES - width, frames, endpoint=True)).astype(np.int64)
     return [(int(s), int(s) + width) for s in starts]
+
+
+def segment_time_seconds(frames: int) -> list[tuple[float, float]]:
+    """[start, stop) seconds of the 2 s mel each frame attends to (its time patches, 0.175 s each, 0.1 s apart)."""
+    return [
+        (start * PATCH_STEP_SECONDS, (stop - 1) * PATCH_STEP_SECONDS + PATCH_SECONDS)
+        for start, stop in segment_time_windows(frames)
+    ]
 
 
 def segment_time_masks(frames: int) -> torch.Tensor:

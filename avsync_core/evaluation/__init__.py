@@ -17,7 +17,7 @@ from .metrics import (
     relative_probability,
     relsync,
 )
-from .plot import SyncPlot, frame_audio_windows, render_sync_plot
+from .plot import SyncPlot, render_sync_plot
 from .preprocess import CLIP_FPS, CLIP_FRAMES, audio_to_mel, check_video, preprocess_video
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "avsync_scores",
     "check_video",
     "flow_trajectory",
-    "frame_audio_windows",
     "image_audio_similarities",
     "peak_iou",
     "preprocess_video",

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..audio import ImageBindAudioConfig, segment_time_windows
-from ..audio.mel import FRAME_LENGTH_MS, FRAME_SHIFT_MS
+from ..audio import segment_time_seconds
 from .av_align import AVAlignResult
 
 WIDTH, HEIGHT = 960, 440
@@ -35,18 +34,6 @@ VIDEO_PEAK = (120, 240, 255)
 MATCH = (110, 220, 120)
 WINDOW_TINTS = ((176, 140, 220), (120, 190, 170))  # even and odd frames: neighbouring windows overlap
 MARK_RADIUS = 5
-
-_STEM = ImageBindAudioConfig()
-PATCH_STEP_SECONDS = _STEM.stride * FRAME_SHIFT_MS / 1000.0  # 0.1 s between ImageBind time patches
-PATCH_SECONDS = ((_STEM.kernel - 1) * FRAME_SHIFT_MS + FRAME_LENGTH_MS) / 1000.0  # 0.175 s of sound per patch
-
-
-def frame_audio_windows(frames: int) -> list[tuple[float, float]]:
-    """[start, stop) seconds of the clip's sound that each frame attends to (its segment of time patches)."""
-    return [
-        (start * PATCH_STEP_SECONDS, (stop - 1) * PATCH_STEP_SECONDS + PATCH_SECONDS)
-        for start, stop in segment_time_windows(frames)
-    ]
 
 
 @dataclass
@@ -88,7 +75,7 @@ def render_sync_plot(result: AVAlignResult, frames: int, scores: Mapping[str, fl
         draw.text((plot.x(tick), bottom + 4), f"{tick:g} s", fill=TEXT, font=small, anchor="mt")
     lane = bottom + LANE_TOP
     draw.text((LEFT - 8, lane + LANE_ROW), "heard", fill=TEXT, font=small, anchor="rm")
-    for i, (start, stop) in enumerate(frame_audio_windows(frames)):
+    for i, (start, stop) in enumerate(segment_time_seconds(frames)):
         top = lane + (i % 2) * LANE_ROW
         x0, x1 = plot.x(min(start, duration)), plot.x(min(stop, duration))
         draw.rectangle([x0, top, max(x0, x1 - 1), top + LANE_ROW - 3], fill=WINDOW_TINTS[i % 2])
