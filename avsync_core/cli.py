@@ -30,7 +30,9 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
 
 
 def dtype_argument(parser: argparse.ArgumentParser, default: str, help: str) -> None:
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=default, help=help)
+    """``--dtype`` from DTYPES; a default of ``auto`` is offered as a choice too (the command resolves it)."""
+    choices = sorted(DTYPES) + (["auto"] if default == "auto" else [])
+    parser.add_argument("--dtype", choices=choices, default=default, help=help)
 
 
 def writable_output(path: str, what: str = "output") -> None:
