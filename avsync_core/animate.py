@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import DTYPES, dtype_argument, run_command, writable_output
+from .cli import dtype_argument, resolve_dtype, run_command, writable_output
 from .errors import InvalidInputError
 
 PROG = "python -m avsync_core.animate"
@@ -70,12 +70,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda, but PyTorch sees no CUDA GPU; use --device cpu.")
     return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
 
 
 def run(args: argparse.Namespace) -> Path:

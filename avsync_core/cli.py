@@ -35,6 +35,13 @@ def dtype_argument(parser: argparse.ArgumentParser, default: str, help: str) -> 
     parser.add_argument("--dtype", choices=choices, default=default, help=help)
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``--dtype``: a DTYPES key, or ``auto`` = fp16 on a GPU, fp32 on the CPU (where half precision is slow)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
 def writable_output(path: str, what: str = "output") -> None:
     """Refuse an output path whose folder cannot be made or written, before any model is loaded."""
     target = Path(path).expanduser()

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .cli import DTYPES, dtype_argument, run_command, writable_output
+from .cli import dtype_argument, resolve_dtype, run_command, writable_output
 from .errors import AVSyncError, InvalidInputError
 
 PROG = "python -m avsync_core.generate"
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         todo = [job for job in mine if not all(job.path(args.output, kind).is_file() for kind in kinds)]
         tally.skipped = len(mine) - len(todo)
         if todo:
-            dtype = DTYPES[args.dtype] if args.dtype != "auto" else _auto_dtype(dist.device)
+            dtype = resolve_dtype(args.dtype, dist.device)
             models = load_models(args.sd15, args.avsyncd, args.imagebind, dist.device, dtype)
             check_size(models, args.size)
             bar = tqdm(todo, desc=f"rank {dist.rank}", position=dist.rank, disable=args.no_progress, unit="clip")
@@ -245,10 +245,6 @@ def run(args: argparse.Namespace) -> int:
     if dist.rank == 0:
         _print_summary(args.output, len(jobs), tallies, missing)
     return 1 if any(t.failed for t in tallies) else 0
-
-
-def _auto_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def _print_summary(out: Path, total: int, tallies: list[Tally], missing: list[str]) -> None:
