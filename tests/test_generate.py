@@ -196,3 +196,21 @@ def test_csv_rows_animate_their_image_and_report_missing_files(setup, tmp_path, 
     summary = capfd.readouterr().out
     assert "2 written" in summary and f"missing: {tmp_path / 'missing.png'}" in summary
     assert official_clip_starts(5.0, CLIPS, 2.0) == [0.0, 3.0]
+
+
+def test_the_evaluate_command_reads_what_generate_wrote(setup, single, tmp_path):
+    """Folder mode of ``python -m avsync_core.evaluate`` over the generated clips and the dataset's videos
+    (AV-Align: the metric that needs no weights)."""
+    pytest.importorskip("librosa")
+    pytest.importorskip("cv2")
+    from avsync_core.evaluate import main as evaluate
+
+    listing = tmp_path / "present.txt"  # test.txt without the missing video
+    listing.write_text("\n".join(f"{name}.mp4" for name in VIDEOS) + "\n")
+    scores = tmp_path / "scores.csv"
+    args = ["--generated-dir", str(single / "videos"), "--reference-dir", str(setup["data"] / "videos")]
+    args += ["--list", str(listing), "--clips-per-video", str(CLIPS), "--metric", "av-align", "--output", str(scores)]
+    assert evaluate(args) == 0
+    rows = scores.read_text().splitlines()
+    clips = sorted(row.split(",")[0] for row in rows[1:] if row.split(",")[0].endswith(".mp4"))
+    assert clips == sorted(f"{name}_clip-{k:02d}.mp4" for name in VIDEOS for k in range(CLIPS))
