@@ -7,6 +7,7 @@ gives the motion module (and, for an official folder, the ImageBind audio encode
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from diffusers import AutoencoderKL
 from .audio import AudioCondition, ImageBindAudioEncoder, Waveform, encode_audio_condition
 from .audio.mel import CLIP_SECONDS
 from .audio.segments import MAX_FRAMES
-from .errors import CheckpointError, InvalidInputError
+from .errors import AVSyncError, CheckpointError, InvalidInputError
 from .motion_io import load_motion_module
 from .motion_module import MotionConfig
 from .sampling import make_scheduler, sample_long_video_latents
@@ -85,6 +86,11 @@ def load_models(
 ) -> AnimationModels:
     """Every model from the user's files. The SD1.5 UNet is read first, so an SDXL or SD2 file is refused before
     anything else is loaded. The text encoder stays float32 (it runs once per prompt)."""
+    if importlib.util.find_spec("transformers") is None:
+        raise AVSyncError(
+            "Encoding the prompt with SD1.5's CLIP needs the transformers package: pip install transformers "
+            "(or the pack's standalone extra: pip install -e '.[standalone]')."
+        )
     base = load_sd15_unet(sd15, dtype, device)
     heads = MotionConfig.from_unet_config(base.config).attention_heads
     motion, _ = load_motion_module(avsyncd, attention_heads=heads, device=device, dtype=dtype)

@@ -169,3 +169,15 @@ def test_the_module_runs_and_bad_input_never_shows_a_traceback(files, tmp_path):
     )
     assert run.returncode == 2
     assert "has no audio stream" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_missing_transformers_package_is_named_with_the_install_command(files, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a)
+    )
+    assert main(_args(files, files["video_with_sound"], tmp_path / "out.mp4")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install transformers" in err[0], err
