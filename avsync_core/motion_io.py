@@ -1,5 +1,8 @@
 """Motion-module files: extract the trained AVSyncD weights from an official checkpoint, save them, load them.
 
+    python -m avsync_core.motion_io extract OFFICIAL_FOLDER motion.safetensors --dtype fp16
+    python -m avsync_core.motion_io convert imagebind_huge.pth imagebind_audio.safetensors
+
 Our files hold only the trained tensors, under their official names, in one safetensors file whose metadata
 records the format version, the frames and fps trained, the audio token width and the UNet layout. Official
 checkpoints (a folder, or a single file of the full 3D UNet) load through the same function, so either source
@@ -8,7 +11,9 @@ works everywhere.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,14 +137,56 @@ def _read_official_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionMo
     return state, MotionModuleInfo(MotionConfig.from_unet_config(config), source=str(folder))
 
 
-def extract_motion_module(official: str | os.PathLike, out: str | os.PathLike) -> MotionModuleInfo:
-    """Write the trained part of an official checkpoint as one of our files (about a quarter of the size)."""
+def extract_motion_module(
+    official: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None
+) -> MotionModuleInfo:
+    """Write the trained part of an official checkpoint as one of our files (about a quarter of the size in
+    float32, an eighth in float16). Any source ``load_motion_module`` reads works, so this also re-casts ours."""
     motion, info = load_motion_module(official)
     save_motion_module(
         out,
         motion,
         frames=info.frames,
         fps=info.fps,
-        extra_metadata={"source": f"official AVSyncD: {Path(official).name}"},
+        extra_metadata={"source": info.metadata.get("source", f"official AVSyncD: {Path(official).name}")},
+        dtype=dtype,
     )
     return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Shrink an official AVSyncD checkpoint to a motion module, or write the compact ImageBind audio file."""
+    from .cli import DTYPES, dtype_argument, run_command, writable_output
+
+    parser = argparse.ArgumentParser(prog="python -m avsync_core.motion_io", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    extract = commands.add_parser("extract", help="official checkpoint folder (or single file) -> motion module")
+    extract.add_argument("source", help="official AVSyncD folder (holding unet/), its unet/, or a motion module")
+    extract.add_argument("output", help="the .safetensors motion module to write")
+    dtype_argument(extract, "fp32", "precision of the written tensors; fp16 halves the file (default fp32)")
+    convert = commands.add_parser("convert", help="ImageBind checkpoint -> compact audio-only .safetensors")
+    convert.add_argument("source", help="imagebind_huge.pth, an AVSyncD checkpoint folder, or a .safetensors file")
+    convert.add_argument("output", help="where to write the compact .safetensors file")
+    convert.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed dim / 64)")
+    args = parser.parse_args(argv)
+    prog = f"avsync motion_io {args.command}"
+
+    def body() -> None:
+        if not args.output.endswith(".safetensors"):
+            raise CheckpointError(f"The output must be a .safetensors file, got {args.output}.")
+        writable_output(args.output)
+        if args.command == "extract":
+            info = extract_motion_module(args.source, args.output, DTYPES[args.dtype])
+            size = Path(args.output).stat().st_size / 2**20
+            print(f"wrote {args.output} ({size:.1f} MiB, {args.dtype}; {info.frames} frames at {info.fps:g} fps)")
+        else:  # the same as python -m avsync_core.audio.imagebind
+            from .audio.imagebind import ImageBindAudioEncoder
+
+            ImageBindAudioEncoder.from_file(args.source, num_heads=args.num_heads).save_safetensors(args.output)
+            print(f"wrote {args.output}")
+
+    return run_command(prog, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

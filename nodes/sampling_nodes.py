@@ -13,7 +13,8 @@ import torch
 
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import InvalidInputError
-from ..avsync_core.sampling.run import chain_windows, clip_latents
+from ..avsync_core.sampling.chain import ClipRequest, sample_chained_clips
+from ..avsync_core.sampling.run import clip_latents
 from .compat import rgb
 from .guider import AVSyncCFGGuider
 from .types import AUDIO_CONDITION, CATEGORY
@@ -23,7 +24,7 @@ TOOLTIPS = {
     "positive": "What the video shows, e.g. the sound's class ('a lion roaring').",
     "negative": "Used only when text_guidance is above 1 (usually an empty prompt).",
     "avsync_audio": "From 'AVSync Encode Audio'; sets frames per clip and the number of clips.",
-    "seed": "Noise seed; clip k of long audio uses seed + k.",
+    "seed": "Noise seed; clip k of long audio uses seed + k (wrapping around past the largest seed).",
     "steps": "Denoising steps per clip (the paper used 50 PNDM steps).",
     "audio_guidance": (
         "How strongly the motion follows the audio (eta). 1 or less = off. The paper's best balance is 4; above 8 "
@@ -140,23 +141,24 @@ class AVSyncSampler:
             model, steps, model.load_device, sampler_name, scheduler, denoise, model.model_options
         ).sigmas
         progress = _progress(model, steps, windows, frames)
-        clips = []
-        for w in range(windows):
-            latent = clip_latents(first, frames)
-            guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance, window=w)
+
+        def sample_clip(request: ClipRequest) -> torch.Tensor:
+            latent = clip_latents(request.first_latents, frames)
+            guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance, window=request.window)
             guider.set_conds(positive, negative)
             out = guider.sample(
-                comfy.sample.prepare_noise(latent, seed + w),
+                comfy.sample.prepare_noise(latent, request.seed),
                 latent,
                 sampler,
                 sigmas,
-                callback=progress(w),
+                callback=progress(request.window),
                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-                seed=seed + w,
+                seed=request.seed,
             ).to(comfy.model_management.intermediate_device())
-            clips.append(out)
-            first = out.view(-1, frames, *out.shape[1:])[:, -1]
-        return ({"samples": chain_windows(clips, frames)},)
+            return out.view(-1, frames, *out.shape[1:])
+
+        chained = sample_chained_clips(avsync_audio, first, sample_clip, seed)
+        return ({"samples": chained.reshape(-1, *chained.shape[2:])},)
 
 
 def _progress(model, steps: int, windows: int, frames: int):

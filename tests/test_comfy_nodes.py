@@ -530,6 +530,48 @@ def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text
     )
 
 
+@pytest.mark.parametrize("seed", [21, 2**64 - 1])
+def test_sampler_node_chains_with_the_library_policy(tiny, motion, encoder, first, text, seed):
+    """The node's long-audio result is the library's ``sample_chained_clips`` driven by the guider (same seeds,
+    same sigmas); the largest seed wraps to 0 for the second clip instead of overflowing."""
+    import comfy.sample
+    import comfy.samplers
+    from comfyui_avsync.avsync_core.sampling.chain import sample_chained_clips
+    from comfyui_avsync.avsync_core.sampling.run import clip_latents
+    from comfyui_avsync.nodes.guider import AVSyncCFGGuider
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
+
+    long_audio = encode(encoder, seconds=1.2, max_windows=0)
+    patched = apply(tiny.base.clone(), motion)
+    args = (patched, text.positive, text.negative, long_audio, seed, STEPS, 4.0, 1.0, "euler", "normal", 1.0)
+    with torch.inference_mode():
+        out = AVSyncSampler().sample(*args, first_latent=first)[0]["samples"]
+    sigmas = comfy.samplers.KSampler(
+        patched, STEPS, patched.load_device, "euler", "normal", 1.0, patched.model_options
+    ).sigmas
+    seeds = []
+
+    def sample_clip(request):
+        seeds.append(request.seed)
+        latent = clip_latents(request.first_latents, FRAMES)
+        guider = AVSyncCFGGuider(patched, long_audio, 4.0, 1.0, window=request.window)
+        guider.set_conds(text.positive, text.negative)
+        clip = guider.sample(
+            comfy.sample.prepare_noise(latent, request.seed),
+            latent,
+            comfy.samplers.sampler_object("euler"),
+            sigmas,
+            seed=request.seed,
+            disable_pbar=True,
+        )
+        return clip.view(-1, FRAMES, *clip.shape[1:])
+
+    with torch.inference_mode():
+        library = sample_chained_clips(long_audio, first["samples"], sample_clip, seed)
+    assert seeds == [seed, (seed + 1) % 2**64]
+    assert torch.equal(out, library.reshape(-1, *library.shape[2:]))
+
+
 @contextlib.contextmanager
 def progress_hook(on_update=None):
     import comfy.utils

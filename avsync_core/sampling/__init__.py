@@ -1,6 +1,7 @@
 """Sampling AVSyncD: guidance (``guidance``), the state of one sampling run in a host that folds frames and
-guidance branches into the batch (``run``, used by ComfyUI; no diffusers), and the standalone loop over diffusers
-schedulers (``loop``, ``schedulers``).
+guidance branches into the batch (``run``, used by ComfyUI; no diffusers), the chaining of clips over long audio
+for any host (``chain``; no diffusers), and the standalone loop over diffusers schedulers (``loop``,
+``schedulers``).
 
 The standalone names are importable from here too, loaded on first use so that importing ``run`` or
 ``guidance`` never pulls in diffusers.
@@ -12,6 +13,10 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
+    "ClipRequest": "chain",
+    "sample_chained_clips": "chain",
+    "window_seed": "chain",
+    "sample_long_video_latents": "loop",
     "sample_video_latents": "loop",
     "StepInfo": "loop",
     "make_scheduler": "schedulers",

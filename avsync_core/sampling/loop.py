@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..audio.condition import AudioCondition
 from ..errors import InvalidInputError
 from ..unet import AVSyncUNet
+from .chain import ClipRequest, sample_chained_clips, window_seed
 from .guidance import Branch, combine_guidance, guidance_branches
 
 Tensor = torch.Tensor
@@ -63,9 +64,9 @@ def sample_video_latents(
 
     ``audio`` gives the frame count F, the segment masks and the null audio; ``window`` picks which of its
     clip windows the videos hear (one index for all, or one per video). ``text`` is ``(b|1, n, d)``;
-    ``null_text`` is needed when ``text_scale`` > 1. Item ``i`` of a batch draws its noise from ``seed + i``,
-    so it equals a batch-1 run with that seed (for deterministic schedulers). ``callback`` may raise to stop
-    sampling (e.g. on a user interrupt).
+    ``null_text`` is needed when ``text_scale`` > 1. Item ``i`` of a batch draws its noise from ``seed + i``
+    (modulo 2**64, ``chain.window_seed``), so it equals a batch-1 run with that seed (for deterministic
+    schedulers). ``callback`` may raise to stop sampling (e.g. on a user interrupt).
     """
     if not isinstance(audio, AudioCondition):
         raise InvalidInputError(
@@ -110,6 +111,57 @@ def sample_video_latents(
     return torch.cat([first[:, :, None], noisy], dim=2)
 
 
+def sample_long_video_latents(
+    unet: AVSyncUNet,
+    scheduler,
+    first_frame_latents: Tensor,
+    text: Tensor,
+    audio: AudioCondition,
+    *,
+    seed: int | None = None,
+    steps: int = 50,
+    windows: int | None = None,
+    progress: bool = True,
+    callback: Callable[[int, StepInfo], None] | None = None,
+    **sample_kwargs,
+) -> Tensor:
+    """``(b, c, 1 + W * (F - 1), h, w)``: every clip window of ``audio`` (or the first ``windows``), chained by
+    ``chain.sample_chained_clips`` (clip k starts at clip k-1's last frame, hears window k, draws its noise from
+    ``seed + k`` modulo 2**64). Each clip runs ``sample_video_latents`` with a fresh copy of ``scheduler``
+    (multistep schedulers keep state); ``sample_kwargs`` go to it (guidance scales, null text...).
+    ``callback(window, step_info)`` is called after every step; one progress bar covers clips x steps."""
+    seed = torch.seed() if seed is None else seed
+    count = audio.num_windows if windows is None else windows
+    probe = type(scheduler).from_config(scheduler.config)
+    probe.set_timesteps(steps)
+    bar = tqdm(total=count * len(probe.timesteps), disable=not progress, desc="AVSync sampling", unit="step")
+
+    def sample_clip(request: ClipRequest) -> Tensor:
+        def on_step(info: StepInfo) -> None:
+            bar.update(1)
+            if callback is not None:
+                callback(request.window, info)
+
+        latents = sample_video_latents(
+            unet,
+            type(scheduler).from_config(scheduler.config),
+            request.first_latents,
+            text,
+            audio,
+            window=request.window,
+            steps=steps,
+            seed=request.seed,
+            progress=False,
+            callback=on_step,
+            **sample_kwargs,
+        )
+        return latents.transpose(1, 2)
+
+    with bar:
+        first = _batch_of("first_frame_latents", first_frame_latents, 4)
+        return sample_chained_clips(audio, first, sample_clip, seed, windows).transpose(1, 2)
+
+
 def _window_tokens(audio: AudioCondition, window: int | Sequence[int], batch: int) -> Tensor:
     """``(1 or batch, L, D)``: the tokens of the window each video hears."""
     indices = [window] if isinstance(window, int) else list(window)
@@ -134,7 +186,10 @@ def _initial_noise(init_noise: Tensor | None, shape: tuple[int, ...], seed: int 
         return init_noise
     base = torch.seed() if seed is None else seed
     return torch.cat(
-        [torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(base + i)) for i in range(shape[0])]
+        [
+            torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(window_seed(base, i)))
+            for i in range(shape[0])
+        ]
     )
 
 

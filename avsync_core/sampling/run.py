@@ -127,14 +127,3 @@ def clip_latents(first_latents: Tensor, frames: int) -> Tensor:
     return _with_first(
         first_latents.new_zeros(first_latents.shape[0] * frames, *first_latents.shape[1:]), first_latents, frames
     )
-
-
-def chain_windows(windows: Sequence[Tensor], frames: int) -> Tensor:
-    """Join consecutive windows of ``(videos * frames, ...)`` latents; each window after the first starts at
-    the previous one's last frame, so that shared frame is kept once: ``videos * (1 + W * (frames - 1))`` rows."""
-    parts = []
-    for w, latents in enumerate(windows):
-        clips = latents.view(-1, frames, *latents.shape[1:])
-        parts.append(clips if w == 0 else clips[:, 1:])
-    joined = torch.cat(parts, dim=1)
-    return joined.reshape(-1, *joined.shape[2:])

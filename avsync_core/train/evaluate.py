@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..audio import SAMPLE_RATE, AudioCondition, Waveform, segment_masks
+from ..pipeline import decode_latents, encode_image
 from ..sampling.loop import sample_video_latents
 from ..sampling.schedulers import make_scheduler
 from ..video import write_video
@@ -64,8 +65,7 @@ def render_validation(
     try:
         for number, item in enumerate(items):
             with amp:
-                image = item["video"][:, 0][None].to(device, vae.dtype) * 2.0 - 1.0
-                first = vae.encode(image).latent_dist.mean.float() * models.latent_scale
+                first = encode_image(vae, item["video"][:, 0][None])
                 audio = AudioCondition(
                     tokens=encoder.encode_tokens(item["mel"][None].to(device)),
                     null_tokens=null_audio_tokens,
@@ -86,7 +86,7 @@ def render_validation(
                     seed=config.seed + number,
                     progress=False,
                 )
-                video = decode_latents(models, latents)
+                video = decode_latents(models.vae, latents)
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(item["path"]).stem)
             path = folder / f"{number:02d}_{name}.mp4"
             write_video(path, video, fps, Waveform(item["audio"].float().cpu(), SAMPLE_RATE))
@@ -95,13 +95,3 @@ def render_validation(
         unet.train(was_training)
     logger.info("Wrote %d validation animations to %s", len(paths), folder)
     return paths
-
-
-def decode_latents(models: TrainModels, latents: torch.Tensor) -> torch.Tensor:
-    """(1, c, F, h, w) latents -> (F, 3, H, W) float frames in [0, 1], one frame at a time to bound memory."""
-    vae = models.vae
-    frames = []
-    for f in range(latents.shape[2]):
-        image = vae.decode((latents[:, :, f] / models.latent_scale).to(vae.dtype)).sample
-        frames.append(((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)[0].cpu())
-    return torch.stack(frames)
