@@ -37,6 +37,7 @@ import torch
 
 from .cli import dtype_argument, resolve_dtype, run_command, writable_output
 from .errors import AVSyncError, InvalidInputError
+from .evaluation.clips import clip_starts
 
 PROG = "python -m avsync_core.generate"
 
@@ -67,15 +68,6 @@ class Tally:
     written: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
-
-
-def official_clip_starts(duration: float, clips: int, clip_seconds: float) -> list[float]:
-    """Start times of ``clips`` clips spread uniformly over ``duration`` seconds (the centre one for a single
-    clip), as the official evaluation samples them; a source shorter than a clip gives starts at 0."""
-    span = max(duration - clip_seconds, 0.0)
-    if clips == 1:
-        return [span / 2.0]
-    return [float(t) for t in np.linspace(0.0, span, num=clips, endpoint=True)]
 
 
 def read_dataset(root: Path) -> tuple[list[Item], list[str]]:
@@ -147,11 +139,11 @@ def clip_inputs(job: Job, frames: int, fps: float, size: int):
         info = probe_video(item.video)
         if not info.has_audio:
             raise InvalidInputError(f"{item.video} has no sound track; the clips need the video's own sound.")
-        start = official_clip_starts(info.duration, job.clips, seconds)[job.clip]
+        start = clip_starts(info.duration, job.clips, seconds)[job.clip]
         pictures = read_frames(item.video, start + np.arange(frames) / fps)
         real = center_crop_resize(torch.from_numpy(pictures).permute(0, 3, 1, 2), size)
         return real[:1], decode_audio(item.video, start, seconds, sample_rate=None, mono=False), real
-    start = official_clip_starts(probe_audio_duration(item.audio), job.clips, seconds)[job.clip]
+    start = clip_starts(probe_audio_duration(item.audio), job.clips, seconds)[job.clip]
     sound = decode_audio(item.audio, start, seconds, sample_rate=None, mono=False)
     return load_image(item.image, size), sound, None
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from avsync_core.audio import Waveform
-from avsync_core.generate import main, official_clip_starts
+from avsync_core.evaluation.clips import clip_starts
+from avsync_core.generate import main
 from avsync_core.video import write_video
 from conftest import REPO_ROOT
 from tests.tiny_models import write_image, write_tiny_models, write_wav
@@ -104,7 +105,7 @@ def test_one_process_writes_every_clip_and_its_ground_truth_in_the_official_layo
     ]
     assert _files(single) == sorted(names)
     for name, seconds in VIDEOS.items():
-        starts = official_clip_starts(seconds, CLIPS, 2.0)
+        starts = clip_starts(seconds, CLIPS, 2.0)
         assert starts == [0.0, seconds - 2.0]
         for k, start in enumerate(starts):
             with av.open(str(single / "groundtruth" / f"{name}_clip-{k:02d}.mp4")) as container:
@@ -195,7 +196,7 @@ def test_csv_rows_animate_their_image_and_report_missing_files(setup, tmp_path, 
     assert _files(out) == ["videos/cat_clip-00.mp4", "videos/cat_clip-01.mp4"]
     summary = capfd.readouterr().out
     assert "2 written" in summary and f"missing: {tmp_path / 'missing.png'}" in summary
-    assert official_clip_starts(5.0, CLIPS, 2.0) == [0.0, 3.0]
+    assert clip_starts(5.0, CLIPS, 2.0) == [0.0, 3.0]
 
 
 def test_the_evaluate_command_reads_what_generate_wrote(setup, single, tmp_path):

@@ -75,6 +75,15 @@ def load_generated_clip(
     return Clip(frames, _clip_mel(p, 0.0))
 
 
+def clip_starts(duration: float, clips: int, clip_seconds: float = CLIP_SECONDS) -> list[float]:
+    """Start times of ``clips`` clips spread uniformly over ``duration`` seconds (the centre one for a single
+    clip), as the official generation and evaluation place them; a source shorter than a clip gives starts at 0."""
+    span = max(duration - clip_seconds, 0.0)
+    if clips == 1:
+        return [span / 2.0]
+    return [float(t) for t in np.linspace(0.0, span, num=clips, endpoint=True)]
+
+
 def reference_clip_starts(path: str | os.PathLike, num_clips: int) -> list[float]:
     """Start times of ``num_clips`` 2 s clips spread uniformly over a ground-truth video (the official sampling)."""
     p = Path(os.fspath(path))
@@ -84,10 +93,7 @@ def reference_clip_starts(path: str | os.PathLike, num_clips: int) -> list[float
     duration = info.duration
     if duration < CLIP_SECONDS - 1e-6:
         raise InvalidInputError(f"Reference video {p} is {duration:.2f} s long; a clip takes {CLIP_SECONDS:g} s.")
-    span = max(duration - CLIP_SECONDS, 0.0)
-    if num_clips == 1:
-        return [span / 2.0]
-    return [float(t) for t in np.linspace(0.0, span, num=num_clips, endpoint=True)]
+    return clip_starts(duration, num_clips)
 
 
 def load_reference_clip(path: str | os.PathLike, start: float, image_size: int = EVAL_IMAGE_SIZE) -> Clip:
