@@ -14,7 +14,7 @@ import torch
 
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import AVSyncError, InvalidInputError
-from ..avsync_core.sampling.guidance import combine_guidance, guidance_branches
+from ..avsync_core.sampling.guidance import cfg_terms, guidance_branches
 from ..avsync_core.sampling.run import SamplingRun
 from .patching import RUN_KEY, is_avsync_model
 
@@ -80,21 +80,20 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         options = comfy.model_patcher.create_model_options_clone(model_options or {})
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
-        if len(out) == 2:  # single guidance: ComfyUI's own CFG step, so CFG-modifying nodes still apply
-            scale = self.audio_scale if self.branches[0].text else self.text_scale
-            denoised = comfy.samplers.cfg_function(
-                self.inner_model,
-                out[1],
-                out[0],
-                scale,
-                x,
-                timestep,
-                model_options=options,
-                cond=conds[1],
-                uncond=conds[0],
-            )
-        else:
-            denoised = combine_guidance(out, self.audio_scale, self.text_scale)
+        # Every guidance mode is one ComfyUI CFG step (see cfg_terms), so CFG-modifying nodes and the post-CFG
+        # hooks of the CFG++ samplers apply in all of them.
+        terms = cfg_terms([self.run.pin_denoised(o) for o in out], self.audio_scale, self.text_scale)
+        denoised = comfy.samplers.cfg_function(
+            self.inner_model,
+            terms.cond,
+            terms.uncond,
+            terms.scale,
+            x,
+            timestep,
+            model_options=options,
+            cond=conds[-1],
+            uncond=conds[0],
+        )
         return self.run.pin_denoised(denoised)
 
     def _clean_first_frame(self, x, sigma):
