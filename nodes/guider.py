@@ -50,6 +50,14 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             conds["negative"] = negative
         self.inner_set_conds(conds)
 
+    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        if sigmas.shape[-1] < 2:  # ComfyUI would hand the empty clip back as if it were the animation
+            raise InvalidInputError(
+                f"SIGMAS holds {sigmas.shape[-1]} noise level(s); sampling needs at least 2 (a start and an end). "
+                "Raise the scheduler's steps or denoise."
+            )
+        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
     def inner_sample(
         self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
     ):
@@ -80,19 +88,17 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         options = comfy.model_patcher.create_model_options_clone(model_options or {})
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
-        # Every guidance mode is one ComfyUI CFG step (see cfg_terms), so CFG-modifying nodes and the post-CFG
-        # hooks of the CFG++ samplers apply in all of them.
+        # Every guidance mode is one ComfyUI CFG step (see cfg_terms), with the hooks ComfyUI's sampling_function
+        # calls: pre-CFG functions, then cfg_function (sampler_cfg_function, post-CFG functions). So CFG-modifying
+        # nodes and the CFG++ samplers (which read the unconditional prediction in a post-CFG hook) work in all.
         terms = cfg_terms([self.run.pin_denoised(o) for o in out], self.audio_scale, self.text_scale)
+        cond, uncond = conds[-1], conds[0]
+        preds = [terms.cond, terms.uncond]
+        for fn in options.get("sampler_pre_cfg_function", []):
+            args = {"conds": [cond, uncond], "conds_out": preds, "cond_scale": terms.scale, "timestep": timestep}
+            preds = fn({**args, "input": x, "sigma": timestep, "model": self.inner_model, "model_options": options})
         denoised = comfy.samplers.cfg_function(
-            self.inner_model,
-            terms.cond,
-            terms.uncond,
-            terms.scale,
-            x,
-            timestep,
-            model_options=options,
-            cond=conds[-1],
-            uncond=conds[0],
+            self.inner_model, preds[0], preds[1], terms.scale, x, timestep, options, cond=cond, uncond=uncond
         )
         return self.run.pin_denoised(denoised)
 
