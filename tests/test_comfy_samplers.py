@@ -240,6 +240,7 @@ def _samplers():
     return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
 
 
+@pytest.mark.slow  # 7-17 min per mode on 2 shared CPU cores; dpm_adaptive alone takes 40 % (README, Tests)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_sampler_works_with_the_guider_in_every_mode(setup, mode):
     samplers, _ = _samplers()
