@@ -108,6 +108,25 @@ HOST_API: tuple[Requirement, ...] = (
     ),
     Requirement("comfy.samplers.sampler_object", "sampler by name", ("name",)),
     Requirement(
+        "comfy.samplers.KSAMPLER",
+        "base of the official sampler",
+        ("sampler_function", "extra_options", "inpaint_options"),
+        leading=True,
+    ),
+    Requirement(
+        "comfy.samplers.KSAMPLER.sample",
+        "calls the official sampler's function",
+        ("self", "model_wrap", "sigmas", "extra_args", "callback", "noise"),
+        leading=True,
+        source_mentions=("max_denoise", "noise_scaling", "sampler_function"),
+    ),
+    Requirement(
+        "comfy.samplers.KSAMPLER.max_denoise",
+        "overridden: the official start is pure noise",
+        ("self", "model_wrap", "sigmas"),
+        leading=True,
+    ),
+    Requirement(
         "comfy.samplers.KSampler",
         "sigmas for a sampler/scheduler",
         ("model", "steps", "device", "sampler", "scheduler", "denoise", "model_options"),

@@ -14,7 +14,7 @@ import torch
 
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import AVSyncError, InvalidInputError
-from ..avsync_core.sampling.guidance import combine_guidance, guidance_branches
+from ..avsync_core.sampling.guidance import cfg_terms, guidance_branches
 from ..avsync_core.sampling.run import SamplingRun
 from .patching import RUN_KEY, is_avsync_model
 
@@ -50,6 +50,14 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             conds["negative"] = negative
         self.inner_set_conds(conds)
 
+    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        if sigmas.shape[-1] < 2:  # ComfyUI would hand the empty clip back as if it were the animation
+            raise InvalidInputError(
+                f"SIGMAS holds {sigmas.shape[-1]} noise level(s); sampling needs at least 2 (a start and an end). "
+                "Raise the scheduler's steps or denoise."
+            )
+        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
     def inner_sample(
         self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
     ):
@@ -80,21 +88,18 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         options = comfy.model_patcher.create_model_options_clone(model_options or {})
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
-        if len(out) == 2:  # single guidance: ComfyUI's own CFG step, so CFG-modifying nodes still apply
-            scale = self.audio_scale if self.branches[0].text else self.text_scale
-            denoised = comfy.samplers.cfg_function(
-                self.inner_model,
-                out[1],
-                out[0],
-                scale,
-                x,
-                timestep,
-                model_options=options,
-                cond=conds[1],
-                uncond=conds[0],
-            )
-        else:
-            denoised = combine_guidance(out, self.audio_scale, self.text_scale)
+        # Every guidance mode is one ComfyUI CFG step (see cfg_terms), with the hooks ComfyUI's sampling_function
+        # calls: pre-CFG functions, then cfg_function (sampler_cfg_function, post-CFG functions). So CFG-modifying
+        # nodes and the CFG++ samplers (which read the unconditional prediction in a post-CFG hook) work in all.
+        terms = cfg_terms([self.run.pin_denoised(o) for o in out], self.audio_scale, self.text_scale)
+        cond, uncond = conds[-1], conds[0]
+        preds = [terms.cond, terms.uncond]
+        for fn in options.get("sampler_pre_cfg_function", []):
+            args = {"conds": [cond, uncond], "conds_out": preds, "cond_scale": terms.scale, "timestep": timestep}
+            preds = fn({**args, "input": x, "sigma": timestep, "model": self.inner_model, "model_options": options})
+        denoised = comfy.samplers.cfg_function(
+            self.inner_model, preds[0], preds[1], terms.scale, x, timestep, options, cond=cond, uncond=uncond
+        )
         return self.run.pin_denoised(denoised)
 
     def _clean_first_frame(self, x, sigma):

@@ -4,6 +4,7 @@ from . import model_paths
 from .audio_nodes import AVSyncEncodeAudio, AVSyncImageBindLoader, AVSyncLoadAudio
 from .evaluation_nodes import AVSyncClassifierLoader, AVSyncImageBindVisionAudioLoader, AVSyncSyncScore
 from .model_nodes import AVSyncApplyMotionModule, AVSyncMotionModuleLoader
+from .official_sampling import AVSyncOfficialSchedule
 from .sampling_nodes import AVSyncClipLatent, AVSyncGuider, AVSyncSampler
 
 model_paths.register()
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "AVSyncClassifierLoader": AVSyncClassifierLoader,
     "AVSyncImageBindVisionAudioLoader": AVSyncImageBindVisionAudioLoader,
     "AVSyncSyncScore": AVSyncSyncScore,
+    "AVSyncOfficialSchedule": AVSyncOfficialSchedule,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +36,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AVSyncClassifierLoader": "Load AVSync Classifier",
     "AVSyncImageBindVisionAudioLoader": "Load ImageBind (Vision + Audio)",
     "AVSyncSyncScore": "AVSync Sync Score",
+    "AVSyncOfficialSchedule": "AVSync Official Schedule",
 }

@@ -17,6 +17,7 @@ from ..avsync_core.sampling.chain import ClipRequest, sample_chained_clips
 from ..avsync_core.sampling.run import clip_latents
 from .compat import rgb
 from .guider import AVSyncCFGGuider
+from .official_sampling import OFFICIAL_SAMPLER_NAMES, sampler_and_sigmas
 from .types import AUDIO_CONDITION, CATEGORY
 
 TOOLTIPS = {
@@ -34,9 +35,12 @@ TOOLTIPS = {
         "Text guidance. 1 = off (the paper's setting: audio guidance only, the negative prompt is not used); above "
         "1 adds dual text+audio guidance against the negative prompt."
     ),
-    "sampler_name": "Any ComfyUI sampler.",
-    "scheduler": "Any ComfyUI noise schedule.",
-    "denoise": "Fraction of the schedule to run, as in KSampler.",
+    "sampler_name": (
+        "official_pndm: the paper's sampling (its PNDM on its own schedule; the paper used 50 steps). "
+        "official_ddim: the official DDIM. Or any ComfyUI sampler, with the scheduler below."
+    ),
+    "scheduler": "Any ComfyUI noise schedule. Not used by official_pndm / official_ddim, which bring their own.",
+    "denoise": "Fraction of the schedule to run, as in KSampler (official_pndm / official_ddim need 1).",
     "image": "The first frame (one per video). Encoded with the VAE like core VAE Encode does; needs the vae input.",
     "vae": "The VAE that encodes the image (usually the checkpoint's).",
     "first_latent": "Instead of image + VAE: the first frame as a latent, one per video.",
@@ -96,9 +100,12 @@ class AVSyncSampler:
                         "tooltip": TOOLTIPS["seed"],
                     },
                 ),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": TOOLTIPS["steps"]}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": TOOLTIPS["steps"]}),
                 **GUIDANCE_INPUTS,
-                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": TOOLTIPS["sampler_name"]}),
+                "sampler_name": (
+                    [*OFFICIAL_SAMPLER_NAMES, *comfy.samplers.KSampler.SAMPLERS],
+                    {"default": "official_pndm", "tooltip": TOOLTIPS["sampler_name"]},
+                ),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": TOOLTIPS["scheduler"]}),
                 "denoise": (
                     "FLOAT",
@@ -136,10 +143,7 @@ class AVSyncSampler:
     ):
         first = first_frame_latents(model, image, vae, first_latent)
         frames, windows = avsync_audio.frames, avsync_audio.num_windows
-        sampler = comfy.samplers.sampler_object(sampler_name)
-        sigmas = comfy.samplers.KSampler(
-            model, steps, model.load_device, sampler_name, scheduler, denoise, model.model_options
-        ).sigmas
+        sampler, sigmas = sampler_and_sigmas(model, sampler_name, scheduler, steps, denoise)
         progress = _progress(model, steps, windows, frames)
 
         def sample_clip(request: ClipRequest) -> torch.Tensor:

@@ -87,7 +87,7 @@ def test_api_workflow_renders_an_mp4_with_sound(server, name):
         set_inputs(prompt, "AVSyncSampler", steps=STEPS)
     else:  # core SamplerCustomAdvanced with the AVSync Guider, sound from core Load Audio
         set_inputs(prompt, "LoadAudio", audio=files.audio)
-        set_inputs(prompt, "BasicScheduler", steps=STEPS)
+        set_inputs(prompt, "AVSyncOfficialSchedule", steps=STEPS)
 
     entry = server.run_prompt(prompt, timeout=900)
     (video_file,) = server.output_files(entry)

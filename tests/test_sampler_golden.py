@@ -12,6 +12,7 @@ CASES = [
     ("sampler_pndm_audio_cfg", "pndm", "unet_tiny_a"),
     ("sampler_ddim_dual_cfg", "ddim", "unet_tiny_a"),
     ("sampler_c_ddim_audio_cfg", "ddim", "unet_tiny_c"),
+    ("sampler_c_pndm_audio_cfg", "pndm", "unet_tiny_c"),
 ]
 
 

@@ -1,7 +1,7 @@
 """Sampling AVSyncD: guidance (``guidance``), the state of one sampling run in a host that folds frames and
 guidance branches into the batch (``run``, used by ComfyUI; no diffusers), the chaining of clips over long audio
-for any host (``chain``; no diffusers), and the standalone loop over diffusers schedulers (``loop``,
-``schedulers``).
+for any host (``chain``; no diffusers), the paper's PNDM and DDIM in sigma space for host samplers
+(``official_schedule``; no diffusers), and the standalone loop over diffusers schedulers (``loop``, ``schedulers``).
 
 The standalone names are importable from here too, loaded on first use so that importing ``run`` or
 ``guidance`` never pulls in diffusers.
