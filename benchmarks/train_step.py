@@ -46,9 +46,9 @@ def _measure(case: str, steps: int, device_name: str, precision: str, size: int)
 
     from avsync_core.audio import melspectrogram
     from avsync_core.train.config import load_config
-    from avsync_core.train.trainer import Trainer
     from avsync_core.train.models import assemble, byte_level_tokenizer, random_parts
     from avsync_core.train.processes import DistContext, select_device
+    from avsync_core.train.trainer import Trainer
 
     model_size, frames, batch, checkpointing = CASES[case]
     device = select_device(device_name)

@@ -76,8 +76,29 @@ def test_official_bin_weights_load(official_tiny_a, unet_tiny_a, tmp_path):
     assert torch.equal(_forward(unet, model="unet_tiny_a"), _forward(unet_tiny_a, model="unet_tiny_a"))
 
 
-def test_motion_module_changes_the_output_of_a_base(official_tiny_c, unet_tiny_c):
-    """A zero-initialised (fresh) motion module is the identity on the temporal paths; the trained one is not."""
+def test_fresh_module_is_the_identity_on_the_temporal_paths(official_tiny_c):
+    """Zero-initialised like the official: every ``conv_temp`` returns its input, and temporal attention adds only
+    its ``to_out`` bias (the official init zeroes the weight, not the bias), so no frame sees another through
+    them. The trained module of the same layout does mix frames: the check can tell the two apart."""
+    trained, _ = load_motion_module(official_tiny_c)
+    fresh = MotionModule(trained.config)
+    frames, g = 3, torch.Generator().manual_seed(0)
+    for name in fresh.conv_names():
+        x = torch.randn(2 * frames, fresh.mix(name).conv_temp.out_features, 4, 4, generator=g)
+        with torch.no_grad():
+            assert torch.equal(fresh.mix(name)(x, frames), x), name
+            assert not torch.allclose(trained.mix(name)(x, frames), x, atol=1e-4), name
+    for name in fresh.block_names():
+        block, trained_block = fresh.block(name), trained.block(name)
+        x = torch.randn(2 * frames, 5, block.norm_temp.normalized_shape[0], generator=g)
+        bias = block.attn_temp.to_out[0].bias
+        with torch.no_grad():
+            assert torch.equal(block.temporal_residual(x, frames), bias.expand_as(x)), name
+            trained_residual = trained_block.temporal_residual(x, frames)
+            assert not torch.allclose(trained_residual, trained_block.attn_temp.to_out[0].bias.expand_as(x)), name
+
+
+def test_trained_motion_module_changes_the_output_of_a_base(official_tiny_c, unet_tiny_c):
     base = load_sd15_unet(official_tiny_c)
     fresh = AVSyncUNet.from_base(base, audio_dim=48).eval()
     assert not torch.allclose(_forward(fresh), _forward(unet_tiny_c), atol=1e-3)
