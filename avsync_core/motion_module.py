@@ -52,8 +52,20 @@ class MotionConfig:
 
     @classmethod
     def from_unet_config(cls, config: Mapping) -> "MotionConfig":
-        """From a diffusers-style UNet config (the official 3D one or SD1.5's 2D one)."""
+        """From a diffusers-style UNet config (the official 3D one or SD1.5's 2D one); a config with missing or
+        malformed entries is refused with the entry named."""
+        try:
+            return cls._from_unet_config(config)
+        except KeyError as exc:
+            raise CheckpointError(f"The UNet config has no {exc} entry; is config.json damaged?") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"The UNet config has a malformed entry ({exc}); is config.json damaged?") from None
+
+    @classmethod
+    def _from_unet_config(cls, config: Mapping) -> "MotionConfig":
         down_types = list(config["down_block_types"])
+        if not all(isinstance(t, str) for t in down_types):
+            raise TypeError(f"down_block_types must be block names, got {down_types}")
         levels = len(down_types)
         heads = config.get("attention_head_dim", 8)
         heads = tuple(heads) if isinstance(heads, (list, tuple)) else (heads,) * levels
@@ -218,7 +230,10 @@ def infer_motion_config(
         mid_attention=depth > 0,
         transformer_layers=max(depth, 1),
         audio_dim=state_dict[audio_keys[0]].shape[1],
-        out_channels=state_dict["conv_out.conv_temp.weight"].shape[0],
+        # A truncated file may lack it; the strict load then lists every missing tensor in one message.
+        out_channels=state_dict["conv_out.conv_temp.weight"].shape[0]
+        if "conv_out.conv_temp.weight" in state_dict
+        else MotionConfig.out_channels,
     )
 
 

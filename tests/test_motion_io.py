@@ -1,6 +1,7 @@
 """Motion-module files: extraction from official checkpoints, our safetensors format, loading into a base."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -120,6 +121,44 @@ def test_mismatched_shapes_name_the_tensor(official_tiny_c, tmp_path):
     save_file({k: v.contiguous() for k, v in state.items()}, str(broken))
     with pytest.raises(CheckpointError, match="conv_in.conv_temp.weight"):
         load_motion_module(broken, attention_heads=(4, 4, 4, 4))
+
+
+@pytest.mark.parametrize("dropped", ["conv_out.conv_temp.weight", "up_blocks.3.attentions.2.transformer_blocks.0."])
+def test_truncated_official_single_file_names_the_missing_tensors(tmp_path, dropped):
+    full = load_golden("unet_tiny_c", "unet_tiny_c.safetensors")
+    path = tmp_path / "truncated.safetensors"
+    save_file({k: v for k, v in full.items() if not k.startswith(dropped)}, str(path))
+    expected = rf"truncated.safetensors does not hold AVSyncD weights.*Missing: {dropped}"
+    with pytest.raises(CheckpointError, match=expected):
+        load_motion_module(path, attention_heads=(4, 4, 4, 4))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match="cut.safetensors is not a readable safetensors file"):
+        load_motion_module(cut)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("{bad json", "config.json is not a readable UNet config file"),
+        ("[1, 2]", "config.json is not a UNet config file: expected a JSON object"),
+        ('{"audio_cross_attention_dim": 48}', "UNet config has no 'down_block_types' entry"),
+        ({"down_block_types": [["a list"]] * 4}, "UNet config has a malformed entry"),
+        ({"block_out_channels": None}, "UNet config has a malformed entry"),
+        ({"layers_per_block": "two"}, "layers_per_block two is not an SD1.5 layout"),
+    ],
+)
+def test_malformed_config_json_is_a_clear_error(official_tiny_c, tmp_path, config, message):
+    folder = tmp_path / "official"
+    shutil.copytree(official_tiny_c, folder)
+    config_file = folder / "unet" / "config.json"
+    if isinstance(config, dict):  # the real config with some entries broken
+        config = json.dumps({**json.loads(config_file.read_text()), **config})
+    config_file.write_text(config)
+    with pytest.raises(CheckpointError, match=message):
+        AVSyncUNet.from_official(folder)
+    with pytest.raises(CheckpointError, match=message):
+        load_motion_module(folder)
 
 
 def test_newer_format_is_refused(official_tiny_c, tmp_path):
