@@ -47,8 +47,8 @@ ENCODE_AUDIO_TOOLTIPS = {
     "audio_encoder": "From 'Load ImageBind Audio Encoder'.",
     "frames": "Frames per clip, the first being the given image. The released models were trained with 12.",
     "fps": (
-        "Frames per second. Each clip covers frames/fps seconds of audio; the released models were trained at "
-        "6 fps (2 s)."
+        "Frames per second. frames/fps must be 2 s, the audio window the encoder hears per clip: 12 frames -> 6 "
+        "fps, 16 -> 8, 24 -> 12. Other values are refused, because sound and frames would drift apart."
     ),
     "max_windows": (
         "How many consecutive clips to prepare for longer audio (each starts at the previous clip's last "

@@ -80,6 +80,11 @@ def is_avsync_model(model: comfy.model_patcher.ModelPatcher) -> bool:
     return bool(model.get_additional_models_with_key(KEY))
 
 
+def avsync_motion(model: comfy.model_patcher.ModelPatcher) -> MotionModule:
+    """The motion module applied to ``model`` (which must have AVSyncD applied)."""
+    return model.get_additional_models_with_key(KEY)[0].model
+
+
 def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> comfy.model_patcher.ModelPatcher:
     """A clone of ``model`` with AVSyncD injected; ``model`` itself is left untouched."""
     _check_model(model, motion)

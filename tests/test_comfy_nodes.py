@@ -23,7 +23,6 @@ from conftest import assert_close_rel
 pytestmark = pytest.mark.host
 
 FRAMES = 4
-FPS = 6.0
 STEPS = 2
 PROBE = "avsync-test-probe"  # key of the recording wrapper the tests add on top of the pack's
 # Results that differ only in how ComfyUI batches rows: the goldens' UNet tolerance (golden/README.md).
@@ -136,7 +135,7 @@ def encode(encoder, seconds: float = 1.0, max_windows: int = 1, frames: int = FR
     from comfyui_avsync.nodes.audio_nodes import AVSyncEncodeAudio
 
     with torch.inference_mode():
-        return AVSyncEncodeAudio().encode(comfy_audio(seconds), encoder, frames, FPS, max_windows)[0]
+        return AVSyncEncodeAudio().encode(comfy_audio(seconds), encoder, frames, frames / 2, max_windows)[0]
 
 
 @pytest.fixture(scope="module")
@@ -482,7 +481,7 @@ def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text
     from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
-    long_audio = encode(encoder, seconds=1.2, max_windows=0)
+    long_audio = encode(encoder, seconds=3.2, max_windows=0)  # 6 whole frames: clips of frames 0-3 and 3-6
     assert long_audio.num_windows == 2
     patched = apply(tiny.base.clone(), motion)
     seed = 21
@@ -553,7 +552,7 @@ def test_sampler_reports_progress_per_step_with_previews(tiny, motion, encoder, 
     import comfy.cli_args
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
-    long_audio = encode(encoder, seconds=1.2, max_windows=0)
+    long_audio = encode(encoder, seconds=3.2, max_windows=0)
     patched = apply(tiny.base.clone(), motion)
     args = comfy.cli_args.args
     previous_method = args.preview_method
@@ -727,6 +726,53 @@ def test_latent_whose_frames_do_not_fit_the_audio_is_refused(tiny, motion, encod
         sample_custom(patched, guider, latent)
     message = str(error.value)
     assert "6 frames" in message and f"encoded for {FRAMES} frames" in message and "'AVSync Clip Latent'" in message
+
+
+def test_audio_tokens_of_another_width_are_refused_naming_the_input(tiny, motion, audio, text):
+    from dataclasses import replace
+
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuider
+
+    patched = apply(tiny.base.clone(), motion)
+    narrow = replace(audio, tokens=audio.tokens[..., :32], null_tokens=audio.null_tokens[..., :32])
+    with pytest.raises(
+        InvalidInputError,
+        match="avsync_audio input holds audio tokens of width 32, but this AVSyncD motion module takes 48-wide tokens",
+    ):
+        AVSyncGuider().get_guider(patched, text.positive, narrow, 4.0, 1.0, 0, text.negative)
+
+
+def test_first_latent_with_other_channels_is_refused_naming_the_input(tiny, motion, audio, text):
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
+
+    patched = apply(tiny.base.clone(), motion)
+    wide = {"samples": torch.randn(1, 16, 8, 8)}
+    with pytest.raises(InvalidInputError, match=r"first_latent input.*has 16 channels, but this model's UNet takes 4"):
+        with torch.inference_mode():
+            AVSyncSampler().sample(
+                patched, text.positive, text.negative, audio, 0, 1, 4.0, 1.0, "euler", "normal", 1.0, first_latent=wide
+            )
+
+
+def test_audio_condition_with_masks_of_another_width_is_refused(tiny, motion, audio, first, text):
+    from dataclasses import replace
+
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+
+    patched = apply(tiny.base.clone(), motion)
+    broken = replace(audio, masks=audio.masks[:, :200])
+    with pytest.raises(InvalidInputError, match=r"inconsistent: its tokens are \(1, 229, 48\) but its masks cover 200"):
+        run_avsync(patched, broken, first, text)
+
+
+def test_clip_duration_other_than_the_encoder_window_is_refused_with_the_fitting_fps(encoder):
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.audio_nodes import AVSyncEncodeAudio
+
+    with pytest.raises(InvalidInputError, match=r"12 frames at 3 fps cover 4 s.*Set fps to frames / 2 = 6 for 12"):
+        AVSyncEncodeAudio().encode(comfy_audio(4.0), encoder, 12, 3.0, 1)
 
 
 def _write_video_without_sound(path: Path) -> None:

@@ -84,6 +84,7 @@ def test_unknown_keys_name_the_closest_valid_key(override, expected):
         (f"seed={2**64}", r"seed must be a whole number from 0 to 2\*\*64 - 1, got 18446744073709551616"),
         ("seed=-1", r"seed must be a whole number from 0 to 2\*\*64 - 1, got -1"),
         (f"eval.seed={2**65}", r"eval.seed must be a whole number from 0"),
+        ("data.fps=3", r"data.frames / data.fps: 12 frames at 3 fps cover 4 s.*Set fps to frames / 2 = 6"),
     ],
 )
 def test_bad_values_are_refused_with_the_reason(override, message):

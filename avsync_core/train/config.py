@@ -16,6 +16,7 @@ from typing import Any, Union
 
 import yaml
 
+from ..audio.windows import check_clip_duration
 from ..errors import InvalidInputError
 from ..sampling.schedulers import SCHEDULERS
 
@@ -213,6 +214,10 @@ def validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InvalidInputError(message)
+    try:
+        check_clip_duration(config.data.frames, config.data.fps)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"data.frames / data.fps: {exc}") from None
     if config.model.tiny:
         return
     if not config.model.sd15:
