@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import comfy.model_management
@@ -105,11 +104,13 @@ class AVSyncLoadAudio:
 
     @classmethod
     def IS_CHANGED(cls, audio: str, start_seconds: float, duration_seconds: float):
-        digest = hashlib.sha256()
-        with open(folder_paths.get_annotated_filepath(audio), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return f"{digest.hexdigest()}:{start_seconds}:{duration_seconds}"
+        """Size and modification time: a cheap key that changes when the file is replaced (hashing would read a
+        4 GB video on every queue)."""
+        try:
+            stat = os.stat(folder_paths.get_annotated_filepath(audio))
+        except OSError:
+            return float("nan")  # never equal to itself: ComfyUI runs the node, whose error says what is wrong
+        return f"{stat.st_size}:{stat.st_mtime_ns}:{start_seconds}:{duration_seconds}"
 
     @classmethod
     def VALIDATE_INPUTS(cls, audio: str):  # names only `audio`: ComfyUI keeps checking the other inputs' ranges

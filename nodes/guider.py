@@ -79,10 +79,13 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             self.inner_model.process_latent_in(first.to(device)),
             [b.audio for b in self.branches],
         )
-        samples = super().inner_sample(
-            noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed
-        )
-        return self.run.pin_result(samples, latent_image)
+        try:
+            samples = super().inner_sample(
+                noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed
+            )
+            return self.run.pin_result(samples, latent_image)
+        finally:
+            self.run = None  # its first-frame latents (maybe on the GPU) are not kept alive by the guider
 
     def predict_noise(self, x, timestep, model_options=None, seed=None):
         comfy.model_management.throw_exception_if_processing_interrupted()

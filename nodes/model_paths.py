@@ -42,21 +42,55 @@ def placeholder(folder: str) -> str:
     return f"(none found: see the tooltip) models/{folder}"
 
 
+# roots -> (official folders found, modification time of every folder walked), like folder_paths' list cache.
+_official_cache: dict[tuple[str, ...], tuple[dict[str, Path], dict[str, int | None]]] = {}
+
+
 def official_folders() -> dict[str, Path]:
     """Official AVSyncD checkpoint folders (holding ``unet/config.json``) at any depth of every models/avsyncd
-    path, so the release can be dropped in as downloaded (``.../ckpts/checkpoint-37000/modules``)."""
+    path, so the release can be dropped in as downloaded (``.../ckpts/checkpoint-37000/modules``).
+
+    The walk is cached and redone only when a folder it went through changed (as core folder_paths does for its
+    file lists), so showing the node list does not walk the model tree each time. Links are followed, but every
+    folder is entered once: a link loop cannot make the walk endless.
+    """
+    roots = tuple(folder_paths.get_folder_paths(MOTION_FOLDER))
+    cached = _official_cache.get(roots)
+    if cached is not None and _unchanged(cached[1]):
+        return dict(cached[0])
     found: dict[str, Path] = {}
-    for root in folder_paths.get_folder_paths(MOTION_FOLDER):
+    walked: dict[str, int | None] = {}
+    entered: set[tuple[int, int]] = set()
+    for root in roots:
         if not os.path.isdir(root):
+            walked[root] = None  # a folder made later is noticed
             continue
         for current, dirs, _files in os.walk(root, followlinks=True):
+            stat = os.stat(current)
+            if (stat.st_dev, stat.st_ino) in entered:
+                dirs.clear()
+                continue
+            entered.add((stat.st_dev, stat.st_ino))
+            walked[current] = stat.st_mtime_ns
             dirs.sort()
             if os.path.isfile(os.path.join(current, "unet", "config.json")):
                 relative = Path(current).relative_to(root).as_posix()
                 name = Path(current).name if relative == "." else relative
                 found.setdefault(name + OFFICIAL_SUFFIX, Path(current))
                 dirs.clear()  # its unet/ and audio_encoder/ are not separate entries
-    return found
+    _official_cache[roots] = (found, walked)
+    return dict(found)
+
+
+def _unchanged(walked: dict[str, int | None]) -> bool:
+    for folder, mtime in walked.items():
+        try:
+            if os.stat(folder).st_mtime_ns != mtime:
+                return False
+        except OSError:
+            if mtime is not None:
+                return False
+    return True
 
 
 def _files(folder: str, exclude_under: set[str]) -> list[str]:

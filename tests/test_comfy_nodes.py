@@ -985,3 +985,172 @@ def test_official_release_tree_is_found_at_any_depth_and_listed_once(pack, offic
         assert choices == ["avsync15_audio-cond_cfg/ckpts/checkpoint-37000/modules [AVSyncD folder]"]
         assert model_paths.resolve(model_paths.MOTION_FOLDER, choices[0]) == modules
         assert model_paths.imagebind_choices() == choices
+
+
+# --------------------------------------------------------------------------------------------------
+# Composition with other patches, per-call cost
+# --------------------------------------------------------------------------------------------------
+
+
+def _pass_through_patches(model, log: list):
+    """A clone of ``model`` with one recording, result-preserving patch of every kind the pack uses."""
+    import comfy.patcher_extension
+
+    def attn1_patch(n, context, value, extra_options):
+        log.append("attn1")
+        return n, context, value
+
+    def middle_patch(x, extra_options):
+        log.append("middle")
+        return x
+
+    def attn2_output_patch(n, extra_options):
+        log.append("attn2_output")
+        return n
+
+    def wrapper(executor, *args, **kwargs):
+        log.append("wrapper")
+        return executor(*args, **kwargs)
+
+    out = model.clone()
+    out.set_model_attn1_patch(attn1_patch)
+    out.set_model_patch(middle_patch, "middle_patch")
+    out.set_model_attn2_output_patch(attn2_output_patch)
+    out.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "recorder", wrapper)
+    return out
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_pass_through_patches_of_other_nodes_leave_the_animation_unchanged(tiny, motion, audio, first, text, order):
+    baseline = run_avsync(apply(tiny.base.clone(), motion), audio, first, text)
+    log: list = []
+    if order == "before":
+        model = apply(_pass_through_patches(tiny.base.clone(), log), motion)
+    else:
+        model = _pass_through_patches(apply(tiny.base.clone(), motion), log)
+    result = run_avsync(model, audio, first, text)
+    assert {"attn1", "middle", "attn2_output", "wrapper"} <= set(log)  # they all ran
+    assert torch.equal(result, baseline)
+
+
+def test_a_later_middle_patch_is_part_of_the_stream_temporal_attention_reads(tiny, motion, audio, first, text):
+    """Temporal attention must continue from the stream ComfyUI's block has after attn2 (x + n), including what a
+    middle_patch of another node, added after AVSyncD, did to x."""
+    from comfyui_avsync.avsync_core.additions import BlockAdditions
+
+    block = tiny.base.get_model_object("diffusion_model.input_blocks.1.1.transformer_blocks.0")
+    seen: dict = {}
+    hooks = [
+        block.norm2.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].clone())),
+        block.attn2.register_forward_hook(lambda m, args, out: seen.setdefault("n", out.clone())),
+    ]
+    original = BlockAdditions.temporal_residual
+
+    def recording(self, x, frames):
+        seen.setdefault("stream", x.clone())
+        return original(self, x, frames)
+
+    model = apply(tiny.base.clone(), motion).clone()
+    model.set_model_patch(lambda x, extra_options: x + 0.25, "middle_patch")
+    try:
+        BlockAdditions.temporal_residual = recording
+        run_avsync(model, audio, first, text)
+    finally:
+        BlockAdditions.temporal_residual = original
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(seen["stream"], seen["x"] + seen["n"])
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_hypertile_cannot_be_combined_and_says_so(tiny, motion, audio, first, text, order):
+    from comfy_extras.nodes_hypertile import HyperTile
+    from comfyui_avsync.avsync_core.errors import AVSyncError
+
+    def hypertile(model):  # tiles of 4x4 latent pixels: the 8x8 test latent is split into 4 tiles
+        return HyperTile.execute(model, tile_size=32, swap_size=1, max_depth=0, scale_depth=False)[0]
+
+    if order == "before":
+        model = apply(hypertile(tiny.base.clone()), motion)
+    else:
+        model = hypertile(apply(tiny.base.clone(), motion))
+    with pytest.raises(AVSyncError, match="re-batched self-attention's tokens.*remove that node \\(e.g. HyperTile\\)"):
+        run_avsync(model, audio, first, text)
+
+
+def test_a_call_without_the_branch_list_is_an_error_not_branch_zero(tiny, motion, audio, first, text):
+    import comfy.patcher_extension
+    from comfyui_avsync.avsync_core.errors import AVSyncError
+
+    def drop_branches(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        options = {k: v for k, v in transformer_options.items() if k != "cond_or_uncond"}
+        return executor(x, timesteps, context, y, control, options, **kwargs)
+
+    outer = tiny.base.clone()  # wrappers added before Apply run outside the pack's
+    outer.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "drop", drop_branches)
+    with pytest.raises(AVSyncError, match="without the branch list \\(cond_or_uncond\\)"):
+        run_avsync(apply(outer, motion), audio, first, text)
+
+
+def test_guider_releases_its_run_after_sampling(tiny, motion, audio, first, text):
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
+
+    model = apply(tiny.base.clone(), motion)
+    with torch.inference_mode():
+        guider = AVSyncGuider().get_guider(model, text.positive, audio, 4.0, 1.0, 0, text.negative)[0]
+        latent = AVSyncClipLatent().make(model, audio, first_latent=first)[0]
+    sample_custom(model, guider, latent)
+    assert guider.run is None
+
+
+def test_load_audio_change_key_is_size_and_mtime_without_reading_the_file(pack, monkeypatch):
+    import builtins
+    import os
+
+    import folder_paths
+    from comfyui_avsync.nodes.audio_nodes import AVSyncLoadAudio
+
+    path = Path(folder_paths.get_input_directory()) / "avsync_is_changed.wav"
+    path.write_bytes(b"\0" * 1000)
+    try:
+
+        def no_reading(*args, **kwargs):
+            raise AssertionError("IS_CHANGED opened the file")
+
+        monkeypatch.setattr(builtins, "open", no_reading)
+        first_key = AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0)
+        assert AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0) == first_key
+        assert AVSyncLoadAudio.IS_CHANGED(path.name, 1.0, 0.0) != first_key
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        touched_key = AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0)
+        assert touched_key != first_key
+        monkeypatch.undo()
+        path.write_bytes(b"\0" * 1001)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same mtime, other size
+        assert AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0) not in (first_key, touched_key)
+    finally:
+        path.unlink()
+
+
+def test_official_folder_list_is_cached_refreshed_and_ends_on_link_loops(pack, official_tiny_c, tmp_path, monkeypatch):
+    from comfyui_avsync.nodes import model_paths
+
+    root = tmp_path / "avsyncd"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "a" / "b" / "back").symlink_to(root / "a", target_is_directory=True)
+    walks = []
+    real_walk = model_paths.os.walk
+
+    def counting_walk(*args, **kwargs):
+        walks.append(args[0])
+        return real_walk(*args, **kwargs)
+
+    monkeypatch.setattr(model_paths.os, "walk", counting_walk)
+    with model_folders(avsyncd=[root], imagebind=[tmp_path / "imagebind"]):
+        assert model_paths.official_folders() == {}  # the loops end
+        assert model_paths.official_folders() == {} and len(walks) == 1  # the second listing is the cached one
+        (root / "a" / "b" / "release").symlink_to(official_tiny_c, target_is_directory=True)
+        assert list(model_paths.official_folders()) == ["a/b/release [AVSyncD folder]"]  # a changed folder: rewalk
+        assert len(walks) == 2
