@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import __version__
+from .additions import Operations
 from .checkpoints import (
     WEIGHT_SUFFIXES,
     existing_path,
@@ -73,15 +75,16 @@ def load_motion_module(
     attention_heads: tuple[int, ...] | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    operations: Operations = nn,
 ) -> tuple[MotionModule, MotionModuleInfo]:
     """Load our safetensors file, an official checkpoint folder, or an official single-file UNet.
 
     ``attention_heads`` is needed only for files that do not record it (head counts are invisible in tensor
-    shapes); SD1.5's 8 heads are assumed otherwise.
+    shapes); SD1.5's 8 heads are assumed otherwise. ``operations`` are the layer classes to build it from.
     """
     state, info = read_motion_state(path, attention_heads)
     with torch.device("meta"):  # no random init: the loaded tensors are assigned
-        motion = MotionModule(info.config, zero_init=False)
+        motion = MotionModule(info.config, zero_init=False, operations=operations)
     motion.load_official_state_dict(state, info.source)
     return motion.to(device=device, dtype=dtype).eval(), info
 

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .additions import BlockAdditions, TemporalConvMix
+from .additions import BlockAdditions, Operations, TemporalConvMix
 from .checkpoints import load_strict
 from .errors import CheckpointError
 
@@ -167,13 +167,16 @@ def block_layout(config: MotionConfig) -> dict[str, tuple[int, int]]:
 class MotionModule(nn.Module):
     """All AVSyncD additions for one UNet layout, addressable by official module name."""
 
-    def __init__(self, config: MotionConfig = MotionConfig(), zero_init: bool = True) -> None:
+    def __init__(
+        self, config: MotionConfig = MotionConfig(), zero_init: bool = True, operations: Operations = nn
+    ) -> None:
+        """``operations`` gives the layer classes (``torch.nn``, or a host's cast-aware ones: see additions.py)."""
         super().__init__()
         self.config = config
         for name, channels in conv_channels(config).items():
-            _attach(self, name, TemporalConvMix(channels, zero_init=zero_init))
+            _attach(self, name, TemporalConvMix(channels, zero_init=zero_init, operations=operations))
         for name, (channels, heads) in block_layout(config).items():
-            _attach(self, name, BlockAdditions(channels, heads, config.audio_dim, zero_init=zero_init))
+            _attach(self, name, BlockAdditions(channels, heads, config.audio_dim, zero_init, operations))
 
     def mix(self, name: str) -> TemporalConvMix:
         """The ``conv_temp`` holder of the convolution with this official name (e.g. ``conv_in``)."""
