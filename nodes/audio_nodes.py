@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
@@ -54,6 +55,22 @@ ENCODE_AUDIO_TOOLTIPS = {
         "frame); 0 = as many as the audio holds."
     ),
 }
+
+
+def encoder_patcher(encoder: ImageBindAudioEncoder) -> comfy.model_patcher.ModelPatcher:
+    """The one ModelPatcher that owns ``encoder``: only comfy.model_management moves it. It holds the encoder in
+    a plain container module, on which ModelPatcher may set its bookkeeping attributes (``device``...)."""
+    patcher = getattr(encoder, "_avsync_patcher", None)
+    if patcher is None:
+        holder = torch.nn.Module()
+        holder.encoder = encoder
+        patcher = comfy.model_patcher.ModelPatcher(
+            holder,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
+        object.__setattr__(encoder, "_avsync_patcher", patcher)  # a plain attribute, not a submodule
+    return patcher
 
 
 class AVSyncLoadAudio:
@@ -166,19 +183,15 @@ class AVSyncEncodeAudio:
 
     def encode(self, audio: dict, audio_encoder: ImageBindAudioEncoder, frames: int, fps: float, max_windows: int):
         wave = from_comfy_audio(audio)
-        device = comfy.model_management.get_torch_device()
-        offload = comfy.model_management.unet_offload_device()
         pbar = comfy.utils.ProgressBar(1)
 
         def progress(done: int, total: int) -> None:
             comfy.model_management.throw_exception_if_processing_interrupted()
             pbar.update_absolute(done, total)
 
-        audio_encoder.to(device)
-        try:
-            with torch.inference_mode():
-                condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
-        finally:
-            audio_encoder.to(offload)
+        # ComfyUI moves the encoder (freeing others if needed) and offloads it when the memory is wanted later.
+        comfy.model_management.load_models_gpu([encoder_patcher(audio_encoder)], force_full_load=True)
+        with torch.inference_mode():
+            condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
         condition = condition.to("cpu")
         return (condition, 1 + condition.num_windows * (frames - 1))

@@ -12,7 +12,8 @@
   replaces attn1 cannot be combined with first-frame attention and is refused with a clear error.
 - A DIFFUSION_MODEL wrapper puts the clean first-frame latent into frame 0 and gives each cond/uncond chunk its
   audio, from the run the AVSync guider places in ``transformer_options``.
-- The motion module rides along as an additional model, so ComfyUI loads, offloads and accounts for it.
+- The motion module rides along as an additional model: a clone of the one ModelPatcher that owns it, so ComfyUI
+  alone loads, offloads, partially loads and accounts for it (its layers are comfy.ops layers, cast per call).
 """
 
 from __future__ import annotations
@@ -144,14 +145,21 @@ def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) 
             patched.add_object_patch(path, _shadow(patched.get_model_object(path), mixin, runtime=runtime, key=key))
     patched.set_model_patch(_audio_patch(runtime, blocks), "middle_patch")
     patched.set_model_attn2_output_patch(_temporal_patch(runtime, blocks))
-    patched.add_wrapper_with_key(
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime, motion)
-    )
-    holder = comfy.model_patcher.ModelPatcher(
-        motion, load_device=model.load_device, offload_device=model.offload_device
-    )
-    patched.set_additional_models(KEY, [holder])
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime))
+    patched.set_additional_models(KEY, [_owner(motion, model).clone()])
     return patched
+
+
+def _owner(motion: MotionModule, model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
+    """The ModelPatcher owning ``motion``; every model it is applied to gets a clone, so ComfyUI sees one set of
+    weights (a clone unloads the others instead of booking the memory twice)."""
+    owner = getattr(motion, "_avsync_owner", None)
+    if owner is None:
+        owner = comfy.model_patcher.ModelPatcher(
+            motion, load_device=model.load_device, offload_device=model.offload_device
+        )
+        object.__setattr__(motion, "_avsync_owner", owner)  # not a submodule: a plain attribute
+    return owner
 
 
 def _check_model(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> None:
@@ -196,7 +204,7 @@ def _temporal_patch(runtime: _Runtime, blocks: dict):
     return attn2_output_patch
 
 
-def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
+def _diffusion_wrapper(runtime: _Runtime):
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         run: SamplingRun | None = transformer_options.get(RUN_KEY)
         if run is None:
@@ -217,15 +225,7 @@ def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
                 "attention runs there, so the two cannot be combined. Remove that node from the model."
             )
         x, audio = run.model_input(x, branches)
-        _match_motion(motion, x)
         with runtime.call(run.frames, x.shape[0], audio):
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
     return wrapper
-
-
-def _match_motion(motion: MotionModule, x: torch.Tensor) -> None:
-    """Keep the motion weights on the UNet's device and compute dtype (ComfyUI may change either between runs)."""
-    weight = motion.mix("conv_in").conv_temp.weight
-    if weight.device != x.device or weight.dtype != x.dtype:
-        motion.to(device=x.device, dtype=x.dtype)
