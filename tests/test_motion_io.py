@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avsync_core import CheckpointError
+from avsync_core.checkpoints import read_state_dict
 from avsync_core.motion_io import (
     FORMAT,
     extract_motion_module,
@@ -159,6 +160,26 @@ def test_malformed_config_json_is_a_clear_error(official_tiny_c, tmp_path, confi
         AVSyncUNet.from_official(folder)
     with pytest.raises(CheckpointError, match=message):
         load_motion_module(folder)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reading_in_a_half_dtype_casts_each_tensor_like_a_full_read(official_tiny_c, tmp_path, dtype):
+    motion, _ = load_motion_module(official_tiny_c)
+    ours = tmp_path / "motion.safetensors"
+    save_motion_module(ours, motion)
+    for source in (ours, official_tiny_c):
+        half, _ = load_motion_module(source, dtype=dtype)
+        full = motion.state_dict()
+        assert all(torch.equal(v, full[k].to(dtype)) for k, v in half.state_dict().items()), source
+    mixed = tmp_path / "mixed.safetensors"
+    save_file({"a": torch.arange(6.0).reshape(2, 3), "steps": torch.tensor([3, 4])}, str(mixed))
+    state = read_state_dict(mixed, dtype=dtype)
+    assert state["a"].dtype == dtype and torch.equal(state["a"].float(), torch.arange(6.0).reshape(2, 3))
+    assert state["steps"].dtype == torch.int64 and state["steps"].tolist() == [3, 4]
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(ours.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="cut.safetensors is not a readable safetensors file"):
+        load_motion_module(cut, dtype=dtype)
 
 
 def test_newer_format_is_refused(official_tiny_c, tmp_path):
