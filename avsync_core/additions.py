@@ -5,13 +5,17 @@ UNets in, so the same modules serve the standalone model, ComfyUI's own UNet and
 the official ones (``conv_temp``, ``norm_audio``, ``attn_audio``, ``pos_embedding_temp``, ``norm_temp``,
 ``attn_temp``; attention projections ``to_q``/``to_k``/``to_v``/``to_out.0``), so official checkpoints load as
 they are.
+
+Every layer with weights is built from ``operations`` (the convention of ComfyUI's own models: an object with
+``Linear`` and ``LayerNorm`` classes, ``torch.nn`` by default), so a host can pass layer classes that cast or
+stream their weights per call (ComfyUI's ``comfy.ops``) without this library importing the host.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 Tensor = torch.Tensor
+Operations = Any  # ``torch.nn`` or a host's namespace of drop-in layer classes (``Linear``, ``LayerNorm``)
 
 
 def frame_sinusoid(frames: int, dim: int, device: torch.device | None = None) -> Tensor:
@@ -50,14 +55,16 @@ class TemporalConvMix(nn.Module):
     the previous-frame term by shifting the per-frame result, which avoids a 3C-wide concatenation.
     """
 
-    def __init__(self, channels: int, zero_init: bool = True) -> None:
+    def __init__(self, channels: int, zero_init: bool = True, operations: Operations = nn) -> None:
         super().__init__()
-        self.conv_temp = nn.Linear(3 * channels, channels)
+        self.conv_temp = operations.Linear(3 * channels, channels)
         if zero_init:
             nn.init.zeros_(self.conv_temp.weight)
             nn.init.zeros_(self.conv_temp.bias)
 
     def forward(self, x: Tensor, frames: int) -> Tensor:
+        if type(self.conv_temp) is not nn.Linear:
+            return self._forward_through_layer(x, frames)
         n, c, h, w = x.shape
         b = n // frames
         w_first, w_prev, w_cur = self.conv_temp.weight.split(c, dim=1)
@@ -72,19 +79,29 @@ class TemporalConvMix(nn.Module):
         bias = self.conv_temp.bias
         return torch.cat([bias.new_zeros(c), bias])
 
+    def _forward_through_layer(self, x: Tensor, frames: int) -> Tensor:
+        """The same map through the layer's own ``forward`` on the official ``[x_frame0, x_prev, x_cur]``
+        concatenation: a host's Linear class may cast or stream its weights per call, so they are not read here."""
+        n, c, h, w = x.shape
+        clips = x.view(n // frames, frames, c, h, w)
+        first = clips[:, :1].expand_as(clips)
+        prev = torch.cat([clips[:, :1], clips[:, :-1]], dim=1)
+        mixed = self.conv_temp(torch.cat([first, prev, clips], dim=2).movedim(2, -1)).movedim(-1, 2)
+        return (clips + mixed).reshape(n, c, h, w)
+
 
 class Attention(nn.Module):
     """Multi-head attention with the diffusers parameter layout (bias-free q/k/v, ``to_out = [Linear, Dropout]``)."""
 
-    def __init__(self, dim: int, heads: int, context_dim: int | None = None) -> None:
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, operations: Operations = nn) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"{dim} channels cannot be split into {heads} heads")
         self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(context_dim or dim, dim, bias=False)
-        self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        self.to_q = operations.Linear(dim, dim, bias=False)
+        self.to_k = operations.Linear(context_dim or dim, dim, bias=False)
+        self.to_v = operations.Linear(context_dim or dim, dim, bias=False)
+        self.to_out = nn.ModuleList([operations.Linear(dim, dim), nn.Dropout(0.0)])
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         context = x if context is None else context
@@ -175,10 +192,10 @@ def gather_index(mask: Tensor) -> Tensor | None:
 class FrameIndexEmbedding(nn.Module):
     """``pos_embedding_temp``: MLP over the sinusoidal frame index (diffusers ``TimestepEmbedding`` layout)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
+        self.linear_1 = operations.Linear(dim, dim)
+        self.linear_2 = operations.Linear(dim, dim)
 
     def forward(self, frames: int, dtype: torch.dtype, device: torch.device) -> Tensor:
         emb = frame_sinusoid(frames, self.linear_1.in_features, device).to(dtype)
@@ -192,13 +209,15 @@ class BlockAdditions(nn.Module):
     first-frame attention (see ``first_frame_attention``).
     """
 
-    def __init__(self, dim: int, heads: int, audio_dim: int, zero_init: bool = True) -> None:
+    def __init__(
+        self, dim: int, heads: int, audio_dim: int, zero_init: bool = True, operations: Operations = nn
+    ) -> None:
         super().__init__()
-        self.norm_audio = nn.LayerNorm(dim)
-        self.attn_audio = Attention(dim, heads, context_dim=audio_dim)
-        self.pos_embedding_temp = FrameIndexEmbedding(dim)
-        self.norm_temp = nn.LayerNorm(dim)
-        self.attn_temp = Attention(dim, heads)
+        self.norm_audio = operations.LayerNorm(dim)
+        self.attn_audio = Attention(dim, heads, context_dim=audio_dim, operations=operations)
+        self.pos_embedding_temp = FrameIndexEmbedding(dim, operations)
+        self.norm_temp = operations.LayerNorm(dim)
+        self.attn_temp = Attention(dim, heads, operations=operations)
         if zero_init:
             nn.init.zeros_(self.attn_temp.to_out[0].weight)
 

@@ -33,20 +33,30 @@ _TORCH_WRAPPERS = ("state_dict", "model", "module")  # trainer checkpoints nest 
 KeyFilter = Callable[[str], bool]
 
 
-def read_state_dict(path: str | os.PathLike, keep: KeyFilter | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: str | os.PathLike, keep: KeyFilter | None = None, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """Tensors of one weight file (or a diffusers shard index), optionally only the keys ``keep`` accepts.
 
     Reads safetensors, torch zip files (memory-mapped) and legacy torch pickles, never running pickled code,
     and unwraps ``{"state_dict": ...}``, ``{"model": ...}`` and ``{"module": ...}`` trainer checkpoints.
+    ``dtype`` casts the floating-point tensors; a safetensors file is then read and cast one tensor at a time
+    with plain reads, so loading an fp32 file as fp16 never holds (or maps) the fp32 copy.
     """
     path = existing_path(path, "Weight file")
     if path.name.endswith(".index.json"):
-        return _read_sharded(path, keep)
+        return _read_sharded(path, keep, dtype)
     if path.suffix == ".safetensors":
-        return _read_safetensors(path, keep)
+        return _read_safetensors(path, keep) if dtype is None else _read_safetensors_as(path, keep, dtype)
     if path.suffix in WEIGHT_SUFFIXES:
-        return _read_torch(path, keep)
+        return _cast(_read_torch(path, keep), dtype)
     raise CheckpointError(f"{path.name} is not a weight file this project reads ({', '.join(WEIGHT_SUFFIXES)}).")
+
+
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    if dtype is None:
+        return state
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -168,6 +178,47 @@ def _read_safetensors(path: Path, keep: KeyFilter | None) -> dict[str, torch.Ten
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _read_safetensors_as(path: Path, keep: KeyFilter | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Each tensor read into a buffer of its own and cast at once: the peak is the cast result plus one tensor."""
+    out: dict[str, torch.Tensor] = {}
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+            for key, entry in header.items():
+                if key == "__metadata__" or (keep is not None and not keep(key)):
+                    continue
+                start, end = entry["data_offsets"]
+                f.seek(8 + size + start)
+                raw = bytearray(end - start)
+                if f.readinto(raw) != len(raw):
+                    raise ValueError(f"tensor {key} runs past the end of the file")
+                stored = _SAFETENSORS_DTYPES[entry["dtype"]]
+                tensor = (
+                    torch.frombuffer(raw, dtype=stored).reshape(entry["shape"])
+                    if raw
+                    else torch.zeros(entry["shape"], dtype=stored)
+                )
+                out[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from None
+    return out
+
+
 def _read_torch(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
     try:
         try:
@@ -195,7 +246,7 @@ def _read_torch(path: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and (keep is None or keep(k))}
 
 
-def _read_sharded(index: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor]:
+def _read_sharded(index: Path, keep: KeyFilter | None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     try:
         weight_map: dict[str, str] = read_json(index, "shard index")["weight_map"]
     except KeyError as exc:
@@ -203,5 +254,5 @@ def _read_sharded(index: Path, keep: KeyFilter | None) -> dict[str, torch.Tensor
     shards: Iterable[str] = sorted({f for k, f in weight_map.items() if keep is None or keep(k)})
     out: dict[str, torch.Tensor] = {}
     for shard in shards:
-        out.update(read_state_dict(index.parent / shard, keep))
+        out.update(read_state_dict(index.parent / shard, keep, dtype))
     return out

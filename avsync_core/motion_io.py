@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import __version__
+from .additions import Operations
 from .checkpoints import (
     WEIGHT_SUFFIXES,
     find_weights,
@@ -77,25 +79,26 @@ def load_motion_module(
     attention_heads: tuple[int, ...] | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    operations: Operations = nn,
 ) -> tuple[MotionModule, MotionModuleInfo]:
     """Load our safetensors file, an official checkpoint folder, or an official single-file UNet.
 
     ``attention_heads`` is needed only for files that do not record it (head counts are invisible in tensor
-    shapes); SD1.5's 8 heads are assumed otherwise.
+    shapes); SD1.5's 8 heads are assumed otherwise. ``operations`` are the layer classes to build it from.
     """
-    state, info = read_motion_state(path, attention_heads)
+    state, info = read_motion_state(path, attention_heads, dtype)  # cast while reading: no second copy
     with torch.device("meta"):  # no random init: the loaded tensors are assigned
-        motion = MotionModule(info.config, zero_init=False)
+        motion = MotionModule(info.config, zero_init=False, operations=operations)
     motion.load_official_state_dict(state, info.source)
     return motion.to(device=device, dtype=dtype).eval(), info
 
 
 def read_motion_state(
-    path: str | os.PathLike, attention_heads: tuple[int, ...] | None = None
+    path: str | os.PathLike, attention_heads: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
 ) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
     path = existing_path(path, "Motion module")
     if path.is_dir():
-        return _read_official_folder(path)
+        return _read_official_folder(path, dtype)
     if path.suffix not in WEIGHT_SUFFIXES:
         raise CheckpointError(
             f"{path.name} is not an AVSyncD motion module: expected a .safetensors file or an official checkpoint "
@@ -103,8 +106,8 @@ def read_motion_state(
         )
     metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
     if metadata.get("format") == FORMAT:
-        return _read_ours(path, metadata)
-    state = read_state_dict(path, is_motion_key)
+        return _read_ours(path, metadata, dtype)
+    state = read_state_dict(path, is_motion_key, dtype)
     if not state:
         raise CheckpointError(
             f"{path.name} holds no AVSyncD weights (no conv_temp/_temp/_audio tensors). Is it a plain SD1.5 "
@@ -114,7 +117,9 @@ def read_motion_state(
     return state, MotionModuleInfo(config, source=str(path))
 
 
-def _read_ours(path: Path, metadata: dict[str, str]) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
+def _read_ours(
+    path: Path, metadata: dict[str, str], dtype: torch.dtype | None
+) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
     version = int(metadata.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -126,14 +131,14 @@ def _read_ours(path: Path, metadata: dict[str, str]) -> tuple[dict[str, torch.Te
         frames, fps = int(metadata["frames"]), float(metadata["fps"])
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path.name} has damaged motion-module metadata ({exc}).") from exc
-    state = read_state_dict(path)
+    state = read_state_dict(path, dtype=dtype)
     return state, MotionModuleInfo(config, frames, fps, str(path), metadata)
 
 
-def _read_official_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
+def _read_official_folder(path: Path, dtype: torch.dtype | None) -> tuple[dict[str, torch.Tensor], MotionModuleInfo]:
     folder = resolve_official_unet_folder(path)
     config = read_official_unet_config(folder)
-    state = read_state_dict(find_weights(folder), is_motion_key)
+    state = read_state_dict(find_weights(folder), is_motion_key, dtype)
     return state, MotionModuleInfo(MotionConfig.from_unet_config(config), source=str(folder))
 
 

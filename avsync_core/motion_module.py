@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .additions import BlockAdditions, TemporalConvMix
+from .additions import BlockAdditions, Operations, TemporalConvMix
 from .checkpoints import load_strict
 from .errors import CheckpointError
 
@@ -52,8 +52,20 @@ class MotionConfig:
 
     @classmethod
     def from_unet_config(cls, config: Mapping) -> "MotionConfig":
-        """From a diffusers-style UNet config (the official 3D one or SD1.5's 2D one)."""
+        """From a diffusers-style UNet config (the official 3D one or SD1.5's 2D one); a config with missing or
+        malformed entries is refused with the entry named."""
+        try:
+            return cls._from_unet_config(config)
+        except KeyError as exc:
+            raise CheckpointError(f"The UNet config has no {exc} entry; is config.json damaged?") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"The UNet config has a malformed entry ({exc}); is config.json damaged?") from None
+
+    @classmethod
+    def _from_unet_config(cls, config: Mapping) -> "MotionConfig":
         down_types = list(config["down_block_types"])
+        if not all(isinstance(t, str) for t in down_types):
+            raise TypeError(f"down_block_types must be block names, got {down_types}")
         levels = len(down_types)
         heads = config.get("attention_head_dim", 8)
         heads = tuple(heads) if isinstance(heads, (list, tuple)) else (heads,) * levels
@@ -155,13 +167,16 @@ def block_layout(config: MotionConfig) -> dict[str, tuple[int, int]]:
 class MotionModule(nn.Module):
     """All AVSyncD additions for one UNet layout, addressable by official module name."""
 
-    def __init__(self, config: MotionConfig = MotionConfig(), zero_init: bool = True) -> None:
+    def __init__(
+        self, config: MotionConfig = MotionConfig(), zero_init: bool = True, operations: Operations = nn
+    ) -> None:
+        """``operations`` gives the layer classes (``torch.nn``, or a host's cast-aware ones: see additions.py)."""
         super().__init__()
         self.config = config
         for name, channels in conv_channels(config).items():
-            _attach(self, name, TemporalConvMix(channels, zero_init=zero_init))
+            _attach(self, name, TemporalConvMix(channels, zero_init=zero_init, operations=operations))
         for name, (channels, heads) in block_layout(config).items():
-            _attach(self, name, BlockAdditions(channels, heads, config.audio_dim, zero_init=zero_init))
+            _attach(self, name, BlockAdditions(channels, heads, config.audio_dim, zero_init, operations))
 
     def mix(self, name: str) -> TemporalConvMix:
         """The ``conv_temp`` holder of the convolution with this official name (e.g. ``conv_in``)."""
@@ -218,7 +233,10 @@ def infer_motion_config(
         mid_attention=depth > 0,
         transformer_layers=max(depth, 1),
         audio_dim=state_dict[audio_keys[0]].shape[1],
-        out_channels=state_dict["conv_out.conv_temp.weight"].shape[0],
+        # A truncated file may lack it; the strict load then lists every missing tensor in one message.
+        out_channels=state_dict["conv_out.conv_temp.weight"].shape[0]
+        if "conv_out.conv_temp.weight" in state_dict
+        else MotionConfig.out_channels,
     )
 
 

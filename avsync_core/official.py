@@ -52,9 +52,14 @@ def read_official_unet_config(folder: Path) -> dict:
 def base_config_from_official(config: dict) -> dict:
     """The SD1.5 ``UNet2DConditionModel`` config inside an official AVSyncD (3D) UNet config."""
     base = {k: v for k, v in config.items() if k not in _CONFIG_3D_ONLY}
-    for key in ("down_block_types", "up_block_types"):
-        base[key] = [_block_2d(t) for t in config[key]]
-    base["mid_block_type"] = _block_2d(config["mid_block_type"])
+    try:
+        for key in ("down_block_types", "up_block_types"):
+            base[key] = [_block_2d(t) for t in config[key]]
+        base["mid_block_type"] = _block_2d(config["mid_block_type"])
+    except KeyError as exc:
+        raise CheckpointError(f"The AVSyncD UNet config has no {exc} entry; is it a damaged config.json?") from None
+    except TypeError as exc:
+        raise CheckpointError(f"The AVSyncD UNet config has a malformed block list ({exc}).") from None
     return base
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .additions import AudioContext, first_frame_attention, first_frame_resnet, frame_group_norm, gather_index
 from .checkpoints import find_weights, load_strict, read_state_dict
-from .errors import InvalidInputError
+from .errors import CheckpointError, InvalidInputError
 from .motion_module import MotionConfig, MotionModule, is_motion_key
 from .official import base_config_from_official, read_official_unet_config, resolve_official_unet_folder
 from .sd15 import move_module
@@ -57,9 +57,13 @@ class AVSyncUNet(nn.Module):
         folder = resolve_official_unet_folder(path)
         config = read_official_unet_config(folder)
         state = read_state_dict(find_weights(folder))
+        motion_config = MotionConfig.from_unet_config(config)
         with torch.device("meta"):  # no random init: the loaded tensors are assigned
-            base = UNet2DConditionModel.from_config(base_config_from_official(config))
-            motion = MotionModule(MotionConfig.from_unet_config(config))
+            try:
+                base = UNet2DConditionModel.from_config(base_config_from_official(config))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{folder / 'config.json'} is not a valid UNet config ({exc}).") from None
+            motion = MotionModule(motion_config)
         load_strict(
             base, {k: v for k, v in state.items() if not is_motion_key(k)}, str(folder), "a complete SD1.5 UNet"
         )

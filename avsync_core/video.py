@@ -143,11 +143,12 @@ def read_frames(path: str | Path, times: np.ndarray | list[float]) -> np.ndarray
 
 
 def center_crop_resize(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(F, 3, H, W) uint8 or float in [0, 1] -> (F, 3, size, size) float: short side to ``size``, centre square.
+    """(F, 3, H, W) uint8 or float in [0, 1] -> (F, 3, size, size) float: the centre square, scaled to ``size``.
 
-    Cropping the centre square first and then resizing it (bilinear with antialiasing, as torchvision's
-    Resize does for tensors) is the official order; it equals resize-then-crop without its half-pixel drift.
-    Cropping before converting uint8 to float keeps the float copy small.
+    The official training transform crops to the target's aspect ratio (the centre square, offset floored) and
+    then applies torchvision's ``Resize(size)`` (bilinear, antialias: the ``interpolate`` call below) and
+    ``CenterCrop(size)``, a no-op on the square. Resizing the whole frame first would shift the edges by a
+    fraction of a pixel. Cropping before converting uint8 to float keeps the float copy small.
     """
     height, width = frames.shape[-2:]
     side = min(height, width)

@@ -57,6 +57,7 @@ def _measure(case: str, steps: int, device_name: str, precision: str, size: int)
         [
             "model.tiny=true",
             f"data.frames={frames}",
+            f"data.fps={frames / 2}",  # the encoder's 2 s window
             f"data.size={size}",
             f"train.batch_size={batch}",
             f"train.mixed_precision={precision}",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
@@ -48,14 +48,30 @@ ENCODE_AUDIO_TOOLTIPS = {
     "audio_encoder": "From 'Load ImageBind Audio Encoder'.",
     "frames": "Frames per clip, the first being the given image. The released models were trained with 12.",
     "fps": (
-        "Frames per second. Each clip covers frames/fps seconds of audio; the released models were trained at "
-        "6 fps (2 s)."
+        "Frames per second. frames/fps must be 2 s, the audio window the encoder hears per clip: 12 frames -> 6 "
+        "fps, 16 -> 8, 24 -> 12. Other values are refused, because sound and frames would drift apart."
     ),
     "max_windows": (
         "How many consecutive clips to prepare for longer audio (each starts at the previous clip's last "
         "frame); 0 = as many as the audio holds."
     ),
 }
+
+
+def encoder_patcher(encoder: ImageBindAudioEncoder) -> comfy.model_patcher.ModelPatcher:
+    """The one ModelPatcher that owns ``encoder``: only comfy.model_management moves it. It holds the encoder in
+    a plain container module, on which ModelPatcher may set its bookkeeping attributes (``device``...)."""
+    patcher = getattr(encoder, "_avsync_patcher", None)
+    if patcher is None:
+        holder = torch.nn.Module()
+        holder.encoder = encoder
+        patcher = comfy.model_patcher.ModelPatcher(
+            holder,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
+        object.__setattr__(encoder, "_avsync_patcher", patcher)  # a plain attribute, not a submodule
+    return patcher
 
 
 class AVSyncLoadAudio:
@@ -106,11 +122,13 @@ class AVSyncLoadAudio:
 
     @classmethod
     def IS_CHANGED(cls, audio: str, start_seconds: float, duration_seconds: float):
-        digest = hashlib.sha256()
-        with open(annotated_filepath(audio), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return f"{digest.hexdigest()}:{start_seconds}:{duration_seconds}"
+        """Size and modification time: a cheap key that changes when the file is replaced (hashing would read a
+        4 GB video on every queue)."""
+        try:
+            stat = os.stat(folder_paths.get_annotated_filepath(audio))
+        except (OSError, ValueError):  # newer ComfyUI raises ValueError for paths outside the input folder
+            return float("nan")  # never equal to itself: ComfyUI runs the node, whose error says what is wrong
+        return f"{stat.st_size}:{stat.st_mtime_ns}:{start_seconds}:{duration_seconds}"
 
     @classmethod
     def VALIDATE_INPUTS(cls, audio: str):  # names only `audio`: ComfyUI keeps checking the other inputs' ranges
@@ -174,20 +192,16 @@ class AVSyncEncodeAudio:
 
     def encode(self, audio: dict, audio_encoder: ImageBindAudioEncoder, frames: int, fps: float, max_windows: int):
         wave = from_comfy_audio(audio)
-        device = comfy.model_management.get_torch_device()
-        offload = comfy.model_management.unet_offload_device()
         pbar = comfy.utils.ProgressBar(1)
 
         def progress(done: int, total: int) -> None:
             comfy.model_management.throw_exception_if_processing_interrupted()
             pbar.update_absolute(done, total)
 
-        audio_encoder.to(device)
-        try:
-            with torch.inference_mode():
-                condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
-        finally:
-            audio_encoder.to(offload)
+        # ComfyUI moves the encoder (freeing others if needed) and offloads it when the memory is wanted later.
+        comfy.model_management.load_models_gpu([encoder_patcher(audio_encoder)], force_full_load=True)
+        with torch.inference_mode():
+            condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
         condition = condition.to("cpu")
         preview = frame_preview_image(wave, condition)
         return {"ui": save_preview(preview), "result": (condition, 1 + condition.num_windows * (frames - 1), preview)}

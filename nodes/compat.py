@@ -246,14 +246,6 @@ def host_problem() -> str | None:
 # -- bridges between ComfyUI versions --------------------------------------------------------------------------
 
 
-def inference_dtype(model) -> Any:
-    """The dtype a MODEL computes in (``get_dtype_inference`` on newer hosts; the same rule spelled out on older)."""
-    base = model.model
-    if hasattr(base, "get_dtype_inference"):
-        return base.get_dtype_inference()
-    return base.manual_cast_dtype or base.get_dtype()
-
-
 def rgb(image):
     """IMAGE pixels without an alpha channel: older VAE Encode dropped it itself, newer passes it to the VAE."""
     return image[..., :3]

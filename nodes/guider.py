@@ -15,8 +15,12 @@ import torch
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import AVSyncError, InvalidInputError
 from ..avsync_core.sampling.guidance import cfg_terms, guidance_branches
-from ..avsync_core.sampling.run import SamplingRun
-from .patching import RUN_KEY, is_avsync_model
+from ..avsync_core.sampling.run import SamplingRun, check_fits_model
+from .patching import RUN_KEY, avsync_motion, is_avsync_model
+
+# What the user connects, named in the messages of checks on the model's inputs.
+AUDIO_INPUT = "The avsync_audio input"
+LATENT_INPUT = "The first frame (the image + vae or first_latent input, or the latent from 'AVSync Clip Latent')"
 
 
 class AVSyncCFGGuider(comfy.samplers.CFGGuider):
@@ -35,6 +39,7 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
                 "The AVSync guider needs a MODEL with AVSyncD applied (use the 'Apply AVSyncD' node first)."
             )
         audio.check_window(window)
+        check_fits_model(audio.tokens.shape[-1], avsync_motion(model).config.audio_dim, audio_input=AUDIO_INPUT)
         super().__init__(model)
         self.branches = guidance_branches(audio_scale, text_scale)
         self.audio_scale, self.text_scale = audio_scale, text_scale
@@ -69,6 +74,15 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
                 f"(the audio was encoded for {frames} frames). Make the latent with the 'AVSync Clip Latent' node from "
                 "the same audio condition."
             )
+        unet_channels = self.model_patcher.get_model_object("diffusion_model").in_channels
+        check_fits_model(
+            self.audio.tokens.shape[-1],
+            avsync_motion(self.model_patcher).config.audio_dim,
+            latent_image.shape[1],
+            unet_channels,
+            audio_input=AUDIO_INPUT,
+            latent_input=LATENT_INPUT,
+        )
         first = latent_image.view(-1, frames, *latent_image.shape[1:])[:, 0]
         self.run = SamplingRun.for_window(
             self.audio,
@@ -76,10 +90,13 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             self.inner_model.process_latent_in(first.to(device)),
             [b.audio for b in self.branches],
         )
-        samples = super().inner_sample(
-            noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
-        )
-        return self.run.pin_result(samples, latent_image)
+        try:
+            samples = super().inner_sample(
+                noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
+            )
+            return self.run.pin_result(samples, latent_image)
+        finally:
+            self.run = None  # its first-frame latents (maybe on the GPU) are not kept alive by the guider
 
     def predict_noise(self, x, timestep, model_options=None, seed=None):
         comfy.model_management.throw_exception_if_processing_interrupted()

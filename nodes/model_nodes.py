@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
+import comfy.model_management
+import comfy.ops
 
 from ..avsync_core.motion_io import MotionModuleInfo, load_motion_module
 from ..avsync_core.motion_module import MotionModule
 from . import model_paths
-from .compat import inference_dtype
 from .patching import apply_avsync
 from .types import CATEGORY, MOTION_MODULE
 
@@ -41,8 +41,11 @@ class AVSyncMotionModuleLoader:
     DESCRIPTION = "Loads AVSyncD's trained weights, from this pack's files or from an official checkpoint."
 
     def load(self, motion_module: str):
+        """One copy, in the dtype ComfyUI stores UNet weights in, built from comfy.ops.manual_cast layers: they
+        cast to each call's compute dtype and take part in ComfyUI's low-VRAM weight streaming."""
         path = model_paths.resolve(model_paths.MOTION_FOLDER, motion_module)
-        return (load_motion_module(path),)
+        dtype = comfy.model_management.unet_dtype()
+        return (load_motion_module(path, dtype=dtype, operations=comfy.ops.manual_cast),)
 
 
 class AVSyncApplyMotionModule:
@@ -62,8 +65,5 @@ class AVSyncApplyMotionModule:
     DESCRIPTION = "Injects AVSyncD into an SD1.5 model. Sample the result with the AVSync Sampler or the AVSync Guider."
 
     def apply(self, model, motion_module: tuple[MotionModule, MotionModuleInfo]):
-        motion, _info = motion_module
-        dtype = inference_dtype(model)
-        if motion.mix("conv_in").conv_temp.weight.dtype != dtype:
-            motion = copy.deepcopy(motion).to(dtype)  # the loaded module may feed other models too
+        motion, _info = motion_module  # shared, never copied: its layers cast to the model's dtype per call
         return (apply_avsync(model, motion),)

@@ -50,6 +50,10 @@ def placeholder(folder: str) -> str:
     return f"(none found: see the tooltip) models/{folder}"
 
 
+# (roots, marker) -> (folders found, modification time of every folder walked), like folder_paths' list cache.
+_folder_cache: dict[tuple[tuple[str, ...], str], tuple[dict[str, Path], dict[str, int | None]]] = {}
+
+
 def official_folders() -> dict[str, Path]:
     """Official AVSyncD checkpoint folders (holding ``unet/config.json``) at any depth of every models/avsyncd
     path, so the release can be dropped in as downloaded (``.../ckpts/checkpoint-37000/modules``)."""
@@ -62,19 +66,49 @@ def classifier_folders() -> dict[str, Path]:
 
 
 def _folders_holding(folder: str, marker: str, suffix: str) -> dict[str, Path]:
-    """Dropdown entry -> folder, for every folder under the ``folder`` paths that holds ``marker``."""
+    """Dropdown entry -> folder, for every folder under the ``folder`` paths that holds ``marker``.
+
+    The walk is cached and redone only when a folder it went through changed (as core folder_paths does for its
+    file lists), so showing the node list does not walk the model tree each time. Links are followed, but every
+    folder is entered once: a link loop cannot make the walk endless.
+    """
+    roots = tuple(folder_paths.get_folder_paths(folder))
+    cached = _folder_cache.get((roots, marker))
+    if cached is not None and _unchanged(cached[1]):
+        return dict(cached[0])
     found: dict[str, Path] = {}
-    for root in folder_paths.get_folder_paths(folder):
+    walked: dict[str, int | None] = {}
+    entered: set[tuple[int, int]] = set()
+    for root in roots:
         if not os.path.isdir(root):
+            walked[root] = None  # a folder made later is noticed
             continue
         for current, dirs, _files in os.walk(root, followlinks=True):
+            stat = os.stat(current)
+            if (stat.st_dev, stat.st_ino) in entered:
+                dirs.clear()
+                continue
+            entered.add((stat.st_dev, stat.st_ino))
+            walked[current] = stat.st_mtime_ns
             dirs.sort()
             if os.path.isfile(os.path.join(current, marker)):
                 relative = Path(current).relative_to(root).as_posix()
                 name = Path(current).name if relative == "." else relative
                 found.setdefault(name + suffix, Path(current))
                 dirs.clear()  # its parts are not separate entries
-    return found
+    _folder_cache[(roots, marker)] = (found, walked)
+    return dict(found)
+
+
+def _unchanged(walked: dict[str, int | None]) -> bool:
+    for folder, mtime in walked.items():
+        try:
+            if os.stat(folder).st_mtime_ns != mtime:
+                return False
+        except OSError:
+            if mtime is not None:
+                return False
+    return True
 
 
 def _files(folder: str, exclude_under: set[str]) -> list[str]:

@@ -4,12 +4,16 @@
   object patches with *shadows*: modules that share all their state with the original (weights, LoRA patches,
   ComfyUI's low-VRAM flags; literally the same ``__dict__``) and differ only in ``forward``. ComfyUI's own
   ``UNetModel._forward`` and ``ResBlock`` code keep running, so ControlNet and other patches still apply.
-- The transformer additions run as transformer patches: ``attn1_patch`` (keys/values from frame 0),
-  ``middle_patch`` (audio cross-attention, right after attn1's residual) and ``attn2_output_patch`` (temporal
-  attention, after attn2's residual).
+- The transformer additions: SD's ``attn1`` gets a shadow that takes keys/values from frame 0 of whatever context
+  the block's ``attn1_patch`` list produced; ``middle_patch`` adds audio cross-attention right after attn1's
+  residual; ``attn2_output_patch`` adds temporal attention to the stream after attn2's residual. That stream is read
+  where ComfyUI has it, at the input of the block's ``norm2`` (a recording shadow), so ``middle_patch``es of other
+  nodes, before or after this one, are part of it. A patch that re-tiles self-attention's tokens (HyperTile) or
+  replaces attn1 cannot be combined with first-frame attention and is refused with a clear error.
 - A DIFFUSION_MODEL wrapper puts the clean first-frame latent into frame 0 and gives each cond/uncond chunk its
   audio, from the run the AVSync guider places in ``transformer_options``.
-- The motion module rides along as an additional model, so ComfyUI loads, offloads and accounts for it.
+- The motion module rides along as an additional model: a clone of the one ModelPatcher that owns it, so ComfyUI
+  alone loads, offloads, partially loads and accounts for it (its layers are comfy.ops layers, cast per call).
 """
 
 from __future__ import annotations
@@ -40,17 +44,18 @@ class _Runtime:
 
     def __init__(self) -> None:
         self.frames: int | None = None
+        self.rows: int | None = None  # clips x frames: the batch of every (b f) tensor in this call
         self.audio: AudioContext | None = None
-        self.after_audio: dict[tuple, torch.Tensor] = {}
+        self.streams: dict[tuple, torch.Tensor] = {}  # block -> the residual stream entering its norm2
 
     @contextmanager
-    def call(self, frames: int, audio: AudioContext) -> Iterator[None]:
-        self.frames, self.audio = frames, audio
+    def call(self, frames: int, rows: int, audio: AudioContext) -> Iterator[None]:
+        self.frames, self.rows, self.audio = frames, rows, audio
         try:
             yield
         finally:
-            self.frames, self.audio = None, None
-            self.after_audio.clear()
+            self.frames, self.rows, self.audio = None, None, None
+            self.streams.clear()
 
 
 class _FrameNorm:
@@ -68,6 +73,30 @@ class _TemporalMix:
         return self._avsync.mix(out, self._avsync.runtime.frames)
 
 
+class _FirstFrameAttention:
+    """SD's attn1 with keys/values from frame 0 of each clip, taken from the context the attn1 patches left."""
+
+    def forward(self, x, context=None, value=None, *args, **kwargs):
+        runtime = self._avsync.runtime
+        context = x if context is None else context
+        value = context if value is None else value
+        if not x.shape[0] == context.shape[0] == value.shape[0] == runtime.rows:
+            raise AVSyncError(
+                f"Another patch on this model re-batched self-attention's tokens ({x.shape[0]} query rows for "
+                f"{runtime.rows} frames; HyperTile does this). AVSyncD's first-frame attention needs every frame's "
+                "full token set, so the two cannot be combined: remove that node (e.g. HyperTile) from the model."
+            )
+        return super().forward(x, _frame0(context, runtime.frames), _frame0(value, runtime.frames), *args, **kwargs)
+
+
+class _StreamRecorder:
+    """norm2 of a transformer block, recording its input: the residual stream after attn1 and every middle_patch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._avsync.runtime.streams[self._avsync.key] = x
+        return super().forward(x)
+
+
 def _shadow(original: nn.Module, mixin: type, **extras: object) -> nn.Module:
     """A module sharing ``original``'s entire state, whose class adds ``mixin``'s forward."""
     cls = type(f"AVSync{type(original).__name__}", (mixin, type(original)), {"_avsync": SimpleNamespace(**extras)})
@@ -78,6 +107,11 @@ def _shadow(original: nn.Module, mixin: type, **extras: object) -> nn.Module:
 
 def is_avsync_model(model: comfy.model_patcher.ModelPatcher) -> bool:
     return bool(model.get_additional_models_with_key(KEY))
+
+
+def avsync_motion(model: comfy.model_patcher.ModelPatcher) -> MotionModule:
+    """The motion module applied to ``model`` (which must have AVSyncD applied)."""
+    return model.get_additional_models_with_key(KEY)[0].model
 
 
 def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> comfy.model_patcher.ModelPatcher:
@@ -103,18 +137,29 @@ def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) 
     blocks = {}
     for name in motion.block_names():
         prefix, index = name.rsplit(".transformer_blocks.", 1)
-        blocks[(places[prefix].block, int(index))] = motion.block(name)
-    patched.set_model_attn1_patch(_first_frame_patch(runtime))
+        key = (places[prefix].block, int(index))
+        blocks[key] = motion.block(name)
+        block_path = f"diffusion_model.{places[prefix].path}.transformer_blocks.{index}"
+        for part, mixin in (("attn1", _FirstFrameAttention), ("norm2", _StreamRecorder)):
+            path = f"{block_path}.{part}"
+            patched.add_object_patch(path, _shadow(patched.get_model_object(path), mixin, runtime=runtime, key=key))
     patched.set_model_patch(_audio_patch(runtime, blocks), "middle_patch")
     patched.set_model_attn2_output_patch(_temporal_patch(runtime, blocks))
-    patched.add_wrapper_with_key(
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime, motion)
-    )
-    holder = comfy.model_patcher.ModelPatcher(
-        motion, load_device=model.load_device, offload_device=model.offload_device
-    )
-    patched.set_additional_models(KEY, [holder])
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime))
+    patched.set_additional_models(KEY, [_owner(motion, model).clone()])
     return patched
+
+
+def _owner(motion: MotionModule, model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
+    """The ModelPatcher owning ``motion``; every model it is applied to gets a clone, so ComfyUI sees one set of
+    weights (a clone unloads the others instead of booking the memory twice)."""
+    owner = getattr(motion, "_avsync_owner", None)
+    if owner is None:
+        owner = comfy.model_patcher.ModelPatcher(
+            motion, load_device=model.load_device, offload_device=model.offload_device
+        )
+        object.__setattr__(motion, "_avsync_owner", owner)  # not a submodule: a plain attribute
+    return owner
 
 
 def _check_model(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> None:
@@ -138,14 +183,6 @@ def _block_key(extra_options: dict) -> tuple:
     return (tuple(block) if block is not None else None, extra_options.get("block_index", 0))
 
 
-def _first_frame_patch(runtime: _Runtime):
-    def attn1_patch(n, context_attn1, value_attn1, extra_options):
-        frames = runtime.frames
-        return n, _frame0(context_attn1, frames), _frame0(value_attn1, frames)
-
-    return attn1_patch
-
-
 def _frame0(t: torch.Tensor, frames: int) -> torch.Tensor:
     rows = t.shape[0]
     return t.view(rows // frames, frames, *t.shape[1:])[:, :1].expand(-1, frames, *t.shape[1:]).reshape(t.shape)
@@ -153,10 +190,7 @@ def _frame0(t: torch.Tensor, frames: int) -> torch.Tensor:
 
 def _audio_patch(runtime: _Runtime, blocks: dict):
     def middle_patch(x, extra_options):
-        key = _block_key(extra_options)
-        x = blocks[key].audio_attention(x, runtime.audio)
-        runtime.after_audio[key] = x  # the residual stream the temporal patch continues from
-        return x
+        return blocks[_block_key(extra_options)].audio_attention(x, runtime.audio)
 
     return middle_patch
 
@@ -164,13 +198,13 @@ def _audio_patch(runtime: _Runtime, blocks: dict):
 def _temporal_patch(runtime: _Runtime, blocks: dict):
     def attn2_output_patch(n, extra_options):
         key = _block_key(extra_options)
-        stream = runtime.after_audio.pop(key) + n
+        stream = runtime.streams.pop(key) + n  # what ComfyUI's block adds n to
         return n + blocks[key].temporal_residual(stream, runtime.frames)
 
     return attn2_output_patch
 
 
-def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
+def _diffusion_wrapper(runtime: _Runtime):
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         run: SamplingRun | None = transformer_options.get(RUN_KEY)
         if run is None:
@@ -178,16 +212,20 @@ def _diffusion_wrapper(runtime: _Runtime, motion: MotionModule):
                 "This model has AVSyncD applied, so it needs the audio and the first frame: sample it with the "
                 "'AVSync Sampler' node, or with SamplerCustomAdvanced and the 'AVSync Guider'."
             )
-        x, audio = run.model_input(x, transformer_options.get("cond_or_uncond") or [0])
-        _match_motion(motion, x)
-        with runtime.call(run.frames, audio):
+        branches = transformer_options.get("cond_or_uncond")
+        if not branches:
+            raise AVSyncError(
+                "ComfyUI called the AVSyncD model without the branch list (cond_or_uncond) that says which chunk of "
+                "the batch is conditional and which unconditional, so the audio of each chunk is unknown. Sample "
+                "with the 'AVSync Sampler' or 'AVSync Guider'; a custom node calling the model directly must pass it."
+            )
+        if transformer_options.get("patches_replace", {}).get("attn1"):
+            raise AVSyncError(
+                "Another node replaced self-attention (an attn1 replace patch) on this model; AVSyncD's first-frame "
+                "attention runs there, so the two cannot be combined. Remove that node from the model."
+            )
+        x, audio = run.model_input(x, branches)
+        with runtime.call(run.frames, x.shape[0], audio):
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
     return wrapper
-
-
-def _match_motion(motion: MotionModule, x: torch.Tensor) -> None:
-    """Keep the motion weights on the UNet's device and compute dtype (ComfyUI may change either between runs)."""
-    weight = motion.mix("conv_in").conv_temp.weight
-    if weight.device != x.device or weight.dtype != x.dtype:
-        motion.to(device=x.device, dtype=x.dtype)

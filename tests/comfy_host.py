@@ -68,17 +68,30 @@ _COMFY_TOP_LEVEL = (
 # --------------------------------------------------------------------------------------------------
 
 
+def _is_comfyui(folder: Path) -> bool:
+    return (folder / "comfy").is_dir() and (folder / "main.py").is_file()
+
+
 def comfyui_path() -> Path | None:
-    """The ComfyUI checkout the host tests run against: COMFYUI_PATH, else /opt/ComfyUI, if it looks like one."""
+    """The ComfyUI checkout the host tests run against: COMFYUI_PATH, else /opt/ComfyUI if it looks like one.
+
+    A COMFYUI_PATH that is set but holds no ComfyUI is a mistake in the test setup, not a reason to skip: it fails.
+    """
     env = os.environ.get("COMFYUI_PATH")
-    candidate = Path(env).expanduser() if env else DEFAULT_COMFYUI_PATH
-    if (candidate / "comfy").is_dir() and (candidate / "main.py").is_file():
+    if env:
+        candidate = Path(env).expanduser()
+        if not _is_comfyui(candidate):
+            pytest.fail(
+                f"COMFYUI_PATH={env} holds no ComfyUI checkout (it needs comfy/ and main.py). "
+                "Point it at a ComfyUI checkout, or unset it to skip the host tests.",
+                pytrace=False,
+            )
         return candidate.resolve()
-    return None
+    return DEFAULT_COMFYUI_PATH.resolve() if _is_comfyui(DEFAULT_COMFYUI_PATH) else None
 
 
 def require_comfyui() -> Path:
-    """The checkout, or a pytest skip that tells the reader how to enable the host tests."""
+    """The checkout, or a pytest skip (no COMFYUI_PATH and no default checkout) that says how to enable them."""
     root = comfyui_path()
     if root is None:
         pytest.skip(SKIP_MESSAGE)

@@ -90,3 +90,5 @@ def test_bad_audio_is_refused(encoder):
         encode_audio_condition(encoder, torch.zeros(1, 32000))
     with pytest.raises(InvalidInputError, match="frames"):
         encode_audio_condition(encoder, Waveform(torch.zeros(1, 32000), SAMPLE_RATE), frames=1)
+    with pytest.raises(InvalidInputError, match=r"12 frames at 3 fps cover 4 s.*= 6 for 12 frames"):
+        encode_audio_condition(encoder, Waveform(torch.zeros(1, 64000), SAMPLE_RATE), frames=12, fps=3.0)

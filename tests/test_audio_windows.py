@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from avsync_core.audio import SAMPLE_RATE, ClipWindow, Waveform, clip_windows, window_samples
+from avsync_core.audio import SAMPLE_RATE, ClipWindow, Waveform, check_clip_duration, clip_windows, window_samples
 from avsync_core.errors import AudioError, InvalidInputError
 
 
@@ -105,3 +105,22 @@ def test_window_samples_needs_16k_mono():
     late = ClipWindow(3, 10.0, 2.0, 60, 12, 2.0)
     with pytest.raises(InvalidInputError, match="after the end"):
         window_samples(Waveform(torch.zeros(1, 32000), SAMPLE_RATE), late)
+
+
+@pytest.mark.parametrize("frames,fps", [(12, 6.0), (16, 8.0), (24, 12.0), (4, 2.0), (5, 2.5), (2, 1.0)])
+def test_clips_of_the_encoder_window_are_accepted(frames, fps):
+    check_clip_duration(frames, fps)
+
+
+@pytest.mark.parametrize(
+    "frames,fps,message",
+    [
+        (12, 3.0, r"12 frames at 3 fps cover 4 s, .* Set fps to frames / 2 = 6 for 12 frames"),
+        (12, 8.0, r"12 frames at 8 fps cover 1.5 s, .* = 6 for 12 frames"),
+        (4, 6.0, r"4 frames at 6 fps cover 0.667 s, .* = 2 for 4 frames"),
+        (5, 2.0, r"= 2.5 for 5 frames"),
+    ],
+)
+def test_clips_that_would_drift_from_their_sound_are_refused_with_the_fitting_fps(frames, fps, message):
+    with pytest.raises(InvalidInputError, match=message):
+        check_clip_duration(frames, fps)

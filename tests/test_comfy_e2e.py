@@ -28,7 +28,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FILE_INPUTS = {"ckpt_name", "motion_module", "encoder_name", "image", "audio", "classifier_name"}
 BYPASSED = 4  # node mode: ComfyUI skips the node; its API export leaves it out
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-FRAMES, FPS, SIZE, STEPS = 4, 6.0, 64, 2
+FRAMES, FPS, SIZE, STEPS = 4, 2.0, 64, 2  # 4 frames over the encoder's 2 s window
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def test_api_workflow_renders_an_mp4_with_sound(server, name):
     set_inputs(prompt, "AVSyncImageBindLoader", encoder_name=files.encoder)
     set_inputs(prompt, "LoadImage", image=files.image)
     set_inputs(prompt, "ImageScale", width=SIZE, height=SIZE)
-    set_inputs(prompt, "AVSyncEncodeAudio", frames=FRAMES, max_windows=1)
+    set_inputs(prompt, "AVSyncEncodeAudio", frames=FRAMES, fps=FPS, max_windows=1)
+    set_inputs(prompt, "CreateVideo", fps=FPS)
     set_inputs(prompt, "SaveVideo", filename_prefix=f"video/{name}_e2e")
     if name == MAIN_WORKFLOW:  # the all-in-one AVSync Sampler, sound from AVSync Load Audio
         set_inputs(prompt, "AVSyncLoadAudio", audio=files.audio)

@@ -23,7 +23,6 @@ from conftest import assert_close_rel
 pytestmark = pytest.mark.host
 
 FRAMES = 4
-FPS = 6.0
 STEPS = 2
 PROBE = "avsync-test-probe"  # key of the recording wrapper the tests add on top of the pack's
 # Results that differ only in how ComfyUI batches rows: the goldens' UNet tolerance (golden/README.md).
@@ -136,7 +135,7 @@ def encode(encoder, seconds: float = 1.0, max_windows: int = 1, frames: int = FR
     from comfyui_avsync.nodes.audio_nodes import AVSyncEncodeAudio
 
     with torch.inference_mode():
-        return AVSyncEncodeAudio().encode(comfy_audio(seconds), encoder, frames, FPS, max_windows)["result"][0]
+        return AVSyncEncodeAudio().encode(comfy_audio(seconds), encoder, frames, frames / 2, max_windows)["result"][0]
 
 
 @pytest.fixture(scope="module")
@@ -482,7 +481,7 @@ def test_sampler_chains_windows_of_long_audio(tiny, motion, encoder, first, text
     from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
-    long_audio = encode(encoder, seconds=1.2, max_windows=0)
+    long_audio = encode(encoder, seconds=3.2, max_windows=0)  # 6 whole frames: clips of frames 0-3 and 3-6
     assert long_audio.num_windows == 2
     patched = apply(tiny.base.clone(), motion)
     seed = 21
@@ -595,7 +594,7 @@ def test_sampler_reports_progress_per_step_with_previews(tiny, motion, encoder, 
     import comfy.cli_args
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
-    long_audio = encode(encoder, seconds=1.2, max_windows=0)
+    long_audio = encode(encoder, seconds=3.2, max_windows=0)
     patched = apply(tiny.base.clone(), motion)
     args = comfy.cli_args.args
     previous_method = args.preview_method
@@ -769,6 +768,53 @@ def test_latent_whose_frames_do_not_fit_the_audio_is_refused(tiny, motion, encod
         sample_custom(patched, guider, latent)
     message = str(error.value)
     assert "6 frames" in message and f"encoded for {FRAMES} frames" in message and "'AVSync Clip Latent'" in message
+
+
+def test_audio_tokens_of_another_width_are_refused_naming_the_input(tiny, motion, audio, text):
+    from dataclasses import replace
+
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuider
+
+    patched = apply(tiny.base.clone(), motion)
+    narrow = replace(audio, tokens=audio.tokens[..., :32], null_tokens=audio.null_tokens[..., :32])
+    with pytest.raises(
+        InvalidInputError,
+        match="avsync_audio input holds audio tokens of width 32, but this AVSyncD motion module takes 48-wide tokens",
+    ):
+        AVSyncGuider().get_guider(patched, text.positive, narrow, 4.0, 1.0, 0, text.negative)
+
+
+def test_first_latent_with_other_channels_is_refused_naming_the_input(tiny, motion, audio, text):
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
+
+    patched = apply(tiny.base.clone(), motion)
+    wide = {"samples": torch.randn(1, 16, 8, 8)}
+    with pytest.raises(InvalidInputError, match=r"first_latent input.*has 16 channels, but this model's UNet takes 4"):
+        with torch.inference_mode():
+            AVSyncSampler().sample(
+                patched, text.positive, text.negative, audio, 0, 1, 4.0, 1.0, "euler", "normal", 1.0, first_latent=wide
+            )
+
+
+def test_audio_condition_with_masks_of_another_width_is_refused(tiny, motion, audio, first, text):
+    from dataclasses import replace
+
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+
+    patched = apply(tiny.base.clone(), motion)
+    broken = replace(audio, masks=audio.masks[:, :200])
+    with pytest.raises(InvalidInputError, match=r"inconsistent: its tokens are \(1, 229, 48\) but its masks cover 200"):
+        run_avsync(patched, broken, first, text)
+
+
+def test_clip_duration_other_than_the_encoder_window_is_refused_with_the_fitting_fps(encoder):
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.audio_nodes import AVSyncEncodeAudio
+
+    with pytest.raises(InvalidInputError, match=r"12 frames at 3 fps cover 4 s.*Set fps to frames / 2 = 6 for 12"):
+        AVSyncEncodeAudio().encode(comfy_audio(4.0), encoder, 12, 3.0, 1)
 
 
 def _write_video_without_sound(path: Path) -> None:
@@ -981,3 +1027,245 @@ def test_official_release_tree_is_found_at_any_depth_and_listed_once(pack, offic
         assert choices == ["avsync15_audio-cond_cfg/ckpts/checkpoint-37000/modules [AVSyncD folder]"]
         assert model_paths.resolve(model_paths.MOTION_FOLDER, choices[0]) == modules
         assert model_paths.imagebind_choices() == choices
+
+
+# --------------------------------------------------------------------------------------------------
+# Composition with other patches, per-call cost
+# --------------------------------------------------------------------------------------------------
+
+
+def _pass_through_patches(model, log: list):
+    """A clone of ``model`` with one recording, result-preserving patch of every kind the pack uses."""
+    import comfy.patcher_extension
+
+    def attn1_patch(n, context, value, extra_options):
+        log.append("attn1")
+        return n, context, value
+
+    def middle_patch(x, extra_options):
+        log.append("middle")
+        return x
+
+    def attn2_output_patch(n, extra_options):
+        log.append("attn2_output")
+        return n
+
+    def wrapper(executor, *args, **kwargs):
+        log.append("wrapper")
+        return executor(*args, **kwargs)
+
+    out = model.clone()
+    out.set_model_attn1_patch(attn1_patch)
+    out.set_model_patch(middle_patch, "middle_patch")
+    out.set_model_attn2_output_patch(attn2_output_patch)
+    out.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "recorder", wrapper)
+    return out
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_pass_through_patches_of_other_nodes_leave_the_animation_unchanged(tiny, motion, audio, first, text, order):
+    baseline = run_avsync(apply(tiny.base.clone(), motion), audio, first, text)
+    log: list = []
+    if order == "before":
+        model = apply(_pass_through_patches(tiny.base.clone(), log), motion)
+    else:
+        model = _pass_through_patches(apply(tiny.base.clone(), motion), log)
+    result = run_avsync(model, audio, first, text)
+    assert {"attn1", "middle", "attn2_output", "wrapper"} <= set(log)  # they all ran
+    assert torch.equal(result, baseline)
+
+
+def test_a_later_middle_patch_is_part_of_the_stream_temporal_attention_reads(tiny, motion, audio, first, text):
+    """Temporal attention must continue from the stream ComfyUI's block has after attn2 (x + n), including what a
+    middle_patch of another node, added after AVSyncD, did to x."""
+    from comfyui_avsync.avsync_core.additions import BlockAdditions
+
+    block = tiny.base.get_model_object("diffusion_model.input_blocks.1.1.transformer_blocks.0")
+    seen: dict = {}
+    hooks = [
+        block.norm2.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].clone())),
+        block.attn2.register_forward_hook(lambda m, args, out: seen.setdefault("n", out.clone())),
+    ]
+    original = BlockAdditions.temporal_residual
+
+    def recording(self, x, frames):
+        seen.setdefault("stream", x.clone())
+        return original(self, x, frames)
+
+    model = apply(tiny.base.clone(), motion).clone()
+    model.set_model_patch(lambda x, extra_options: x + 0.25, "middle_patch")
+    try:
+        BlockAdditions.temporal_residual = recording
+        run_avsync(model, audio, first, text)
+    finally:
+        BlockAdditions.temporal_residual = original
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(seen["stream"], seen["x"] + seen["n"])
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_hypertile_cannot_be_combined_and_says_so(tiny, motion, audio, first, text, order):
+    from comfy_extras.nodes_hypertile import HyperTile
+    from comfyui_avsync.avsync_core.errors import AVSyncError
+
+    def hypertile(model):  # tiles of 4x4 latent pixels: the 8x8 test latent is split into 4 tiles
+        return HyperTile.execute(model, tile_size=32, swap_size=1, max_depth=0, scale_depth=False)[0]
+
+    if order == "before":
+        model = apply(hypertile(tiny.base.clone()), motion)
+    else:
+        model = hypertile(apply(tiny.base.clone(), motion))
+    with pytest.raises(AVSyncError, match="re-batched self-attention's tokens.*remove that node \\(e.g. HyperTile\\)"):
+        run_avsync(model, audio, first, text)
+
+
+def test_a_call_without_the_branch_list_is_an_error_not_branch_zero(tiny, motion, audio, first, text):
+    import comfy.patcher_extension
+    from comfyui_avsync.avsync_core.errors import AVSyncError
+
+    def drop_branches(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        options = {k: v for k, v in transformer_options.items() if k != "cond_or_uncond"}
+        return executor(x, timesteps, context, y, control, options, **kwargs)
+
+    outer = tiny.base.clone()  # wrappers added before Apply run outside the pack's
+    outer.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "drop", drop_branches)
+    with pytest.raises(AVSyncError, match="without the branch list \\(cond_or_uncond\\)"):
+        run_avsync(apply(outer, motion), audio, first, text)
+
+
+def test_guider_releases_its_run_after_sampling(tiny, motion, audio, first, text):
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
+
+    model = apply(tiny.base.clone(), motion)
+    with torch.inference_mode():
+        guider = AVSyncGuider().get_guider(model, text.positive, audio, 4.0, 1.0, 0, text.negative)[0]
+        latent = AVSyncClipLatent().make(model, audio, first_latent=first)[0]
+    sample_custom(model, guider, latent)
+    assert guider.run is None
+
+
+def test_load_audio_change_key_is_size_and_mtime_without_reading_the_file(pack, monkeypatch):
+    import builtins
+    import os
+
+    import folder_paths
+    from comfyui_avsync.nodes.audio_nodes import AVSyncLoadAudio
+
+    path = Path(folder_paths.get_input_directory()) / "avsync_is_changed.wav"
+    path.write_bytes(b"\0" * 1000)
+    try:
+
+        def no_reading(*args, **kwargs):
+            raise AssertionError("IS_CHANGED opened the file")
+
+        monkeypatch.setattr(builtins, "open", no_reading)
+        first_key = AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0)
+        assert AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0) == first_key
+        assert AVSyncLoadAudio.IS_CHANGED(path.name, 1.0, 0.0) != first_key
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        touched_key = AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0)
+        assert touched_key != first_key
+        monkeypatch.undo()
+        path.write_bytes(b"\0" * 1001)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same mtime, other size
+        assert AVSyncLoadAudio.IS_CHANGED(path.name, 0.0, 0.0) not in (first_key, touched_key)
+    finally:
+        path.unlink()
+
+
+def test_official_folder_list_is_cached_refreshed_and_ends_on_link_loops(pack, official_tiny_c, tmp_path, monkeypatch):
+    from comfyui_avsync.nodes import model_paths
+
+    root = tmp_path / "avsyncd"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "a" / "b" / "back").symlink_to(root / "a", target_is_directory=True)
+    walks = []
+    real_walk = model_paths.os.walk
+
+    def counting_walk(*args, **kwargs):
+        walks.append(args[0])
+        return real_walk(*args, **kwargs)
+
+    monkeypatch.setattr(model_paths.os, "walk", counting_walk)
+    with model_folders(avsyncd=[root], imagebind=[tmp_path / "imagebind"]):
+        assert model_paths.official_folders() == {}  # the loops end
+        assert model_paths.official_folders() == {} and len(walks) == 1  # the second listing is the cached one
+        (root / "a" / "b" / "release").symlink_to(official_tiny_c, target_is_directory=True)
+        assert list(model_paths.official_folders()) == ["a/b/release [AVSyncD folder]"]  # a changed folder: rewalk
+        assert len(walks) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory: ComfyUI owns and moves the models; low-VRAM streaming; half-precision motion weights
+# --------------------------------------------------------------------------------------------------
+
+
+def _weight_patches(patched) -> None:
+    """Diff patches on two motion-module weights of the applied model (a LoRA on the motion module would do this)."""
+    from comfyui_avsync.nodes.patching import KEY
+
+    owner = patched.get_additional_models_with_key(KEY)[0]
+    g = torch.Generator().manual_seed(3)
+    names = ("conv_in.conv_temp.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn_temp.to_q.weight")
+    state = owner.model.state_dict()
+    owner.add_patches({name: (0.5 * torch.randn(state[name].shape, generator=g),) for name in names}, 1.0)
+
+
+def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches(
+    tiny, motion, audio, first, text, monkeypatch
+):
+    """ComfyUI's low-VRAM path: every model loaded with a 0.1-byte budget (what --novram gives), so each comfy.ops
+    layer keeps its weight offloaded and casts it, with its LoRA-style patches, on every call. The animation must
+    be the fully loaded one."""
+    import comfy.model_management
+    from comfyui_avsync.nodes.patching import KEY
+
+    plain = run_avsync(apply(tiny.base.clone(), motion), audio, first, text)
+    full_model = apply(tiny.base.clone(), motion)
+    _weight_patches(full_model)
+    full = run_avsync(full_model, audio, first, text)
+    assert not torch.allclose(full, plain, atol=1e-3), "the weight patches change the animation"
+
+    original = comfy.model_management.LoadedModel.model_load
+
+    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        return original(self, 0.1, force_patch_weights)
+
+    comfy.model_management.unload_all_models()
+    monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load", partial_load)
+    try:
+        low_model = apply(tiny.base.clone(), motion)
+        _weight_patches(low_model)
+        low = run_avsync(low_model, audio, first, text)
+        owner = low_model.get_additional_models_with_key(KEY)[0]
+        streamed = [m for m in owner.model.modules() if getattr(m, "comfy_cast_weights", False)]
+        assert owner.model.model_lowvram and len(streamed) == sum(
+            1 for m in owner.model.modules() if hasattr(m, "comfy_cast_weights")
+        )
+    finally:
+        monkeypatch.undo()
+        comfy.model_management.unload_all_models()
+    assert_close_rel(low, full, 1e-6, "partially loaded vs fully loaded")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_motion_weights_in_one_copy_stay_near_fp32(tiny, official_tiny_c, audio, first, text, dtype):
+    """The loader keeps one copy in ComfyUI's UNet weight dtype; with fp16 or bf16 weights (the GPU case) the
+    layers cast them per call, so nothing is copied, and two sampling steps stay within the stated bound of the
+    fp32 weights: 2e-3 (fp16) and 1.5e-2 (bf16) of the largest latent, about 4 units of the dtype's roundoff
+    (measured: 8.6e-4 and 5.5e-3)."""
+    import comfy.ops
+    from comfyui_avsync.avsync_core.motion_io import load_motion_module
+
+    dtype = getattr(torch, dtype)
+    reference_motion = load_motion_module(official_tiny_c, operations=comfy.ops.manual_cast)
+    half_motion = load_motion_module(official_tiny_c, dtype=dtype, operations=comfy.ops.manual_cast)
+    assert {p.dtype for p in half_motion[0].parameters()} == {dtype}
+    reference = run_avsync(apply(tiny.base.clone(), reference_motion), audio, first, text)
+    patched = apply(tiny.base.clone(), half_motion)
+    assert motion_of(patched) is half_motion[0], "applying must not copy the module"
+    half = run_avsync(patched, audio, first, text)
+    assert_close_rel(half, reference, {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}[dtype], str(dtype))

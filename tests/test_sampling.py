@@ -71,6 +71,17 @@ def test_seed_makes_runs_repeatable_and_different_seeds_differ(unet_tiny_a, inpu
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "euler_ancestral"])
+def test_no_seed_leaves_the_callers_random_state_alone(unet_tiny_a, inputs, scheduler):
+    torch.manual_seed(1234)
+    expected_next = torch.rand(3)
+    torch.manual_seed(1234)
+    a = _run(unet_tiny_a, inputs, inputs["first"], scheduler, seed=None)
+    assert torch.equal(torch.rand(3), expected_next), "sampling without a seed reseeded torch's global generator"
+    b = _run(unet_tiny_a, inputs, inputs["first"], scheduler, seed=None)
+    assert not torch.equal(a, b)  # still a fresh draw every call
+
+
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_keeps_frame_zero_and_stays_finite(unet_tiny_a, inputs, name):
     out = _run(unet_tiny_a, inputs, inputs["first"], scheduler=name, seed=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from avsync_core.errors import InvalidInputError
 from avsync_core.train.__main__ import main
@@ -80,6 +81,10 @@ def test_unknown_keys_name_the_closest_valid_key(override, expected):
         ("train.deterministic=maybe", "true or false"),
         ("optim=3", "must be a section"),
         ("optim.lr", "not of the form key=value"),
+        (f"seed={2**64}", r"seed must be a whole number from 0 to 2\*\*64 - 1, got 18446744073709551616"),
+        ("seed=-1", r"seed must be a whole number from 0 to 2\*\*64 - 1, got -1"),
+        (f"eval.seed={2**65}", r"eval.seed must be a whole number from 0"),
+        ("data.fps=3", r"data.frames / data.fps: 12 frames at 3 fps cover 4 s.*Set fps to frames / 2 = 6"),
     ],
 )
 def test_bad_values_are_refused_with_the_reason(override, message):
@@ -136,6 +141,40 @@ def test_cli_reports_user_errors_without_a_traceback(capsys):
     err = capsys.readouterr().err
     assert "avsync train: error: Unknown config key 'optim.lerning_rate'" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RANK": "zero"}, "RANK='zero' is not a whole number"),
+        ({"WORLD_SIZE": "2x"}, "WORLD_SIZE='2x' is not a whole number"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "WORLD_SIZE=2, RANK=2, LOCAL_RANK=0 do not describe a process group"),
+        ({"WORLD_SIZE": "0"}, "do not describe a process group"),
+    ],
+)
+def test_cli_reports_a_bad_launcher_environment_in_one_line(capsys, monkeypatch, env, message):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--config", str(CONFIGS / "tiny_cpu.yaml"), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avsync train: error: ")
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_seeds_near_the_top_of_the_range_wrap_instead_of_overflowing():
+    from avsync_core.train.batches import GlobalBatchStream
+    from avsync_core.train.loop import _seed_everything
+    from avsync_core.train.processes import DistContext
+
+    top = load_config(None, ["model.tiny=true", f"seed={2**64 - 1}"])
+    _seed_everything(top, DistContext(world_size=2, rank=1))  # seed + rank = 2**64 wraps to 0
+    after_wrap = torch.rand(2)
+    torch.manual_seed(0)
+    assert torch.equal(after_wrap, torch.rand(2))
+    stream = GlobalBatchStream(5, seed=2**64 - 1, batch_size=2, accumulation=1, world_size=1, rank=0)
+    assert sorted(stream.item(p)[1] for p in range(5)) == list(range(5))
 
 
 def test_cli_prints_the_resolved_config(capsys):

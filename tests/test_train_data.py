@@ -238,22 +238,44 @@ def test_short_side_resize_and_centre_crop_keeps_the_centre(tmp_path, size):
     assert (grey - 0.5).abs().max() < 0.1
 
 
-def test_centre_crop_resize_matches_the_official_torchvision_order():
+def test_centre_crop_resize_on_a_hand_computed_case():
+    """A 4x6 frame whose value is its column index, to 2x2: the official transform crops the centre 4x4 square
+    (columns 1..4) and scales it by 1/2 with torchvision's antialiased bilinear filter, a triangle two input
+    pixels wide: output column 0 weighs columns 1, 2, 3 by 3:3:1, column 1 weighs columns 2, 3, 4 by 1:3:3.
+    Resizing the whole frame first (to 2x3) and then cropping would give 5/7 and 2.5 instead."""
+    frame = torch.arange(6.0).repeat(1, 3, 4, 1) / 10  # (1, 3, 4, 6), rows all alike
+    expected_columns = torch.tensor([(3 * 1 + 3 * 2 + 1 * 3) / 7, (1 * 2 + 3 * 3 + 3 * 4) / 7]) / 10
+    out = center_crop_resize(frame, 2)
+    assert out.shape == (1, 3, 2, 2)
+    assert torch.allclose(out, expected_columns.expand(1, 3, 2, 2), atol=1e-6, rtol=0)
+    tall = frame.transpose(-1, -2).contiguous()  # 6x4: the crop takes rows 1..4
+    assert torch.allclose(center_crop_resize(tall, 2), out.transpose(-1, -2), atol=1e-6, rtol=0)
+
+
+def test_centre_crop_resize_matches_the_official_transform():
+    """The official ``load_and_transform_images_stable_diffusion`` (ASVA avgen/data/utils.py), square target:
+    frames as float / 255, crop to the target aspect ratio (``int(h / aspect)`` wide, offset ``(w - trimmed) // 2``),
+    then torchvision's ``Resize(size)`` (short side, bilinear, antialias) and ``CenterCrop(size)``."""
     transforms = pytest.importorskip("torchvision.transforms")
+    official_resize_crop = transforms.Compose(
+        [
+            transforms.Resize(32, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+            transforms.CenterCrop(32),
+        ]
+    )
     generator = torch.Generator().manual_seed(0)
-    for height, width in [(64, 96), (96, 64), (75, 100), (50, 50), (31, 47)]:
-        frames = torch.rand(2, 3, height, width, generator=generator)
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        reference = transforms.Compose(
-            [
-                transforms.Resize(32, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
-                transforms.CenterCrop(32),
-            ]
-        )(frames[..., top : top + side, left : left + side])
-        assert torch.allclose(center_crop_resize(frames, 32), reference.clamp(0, 1), atol=1e-6, rtol=0)
-        pixels = (frames * 255).round().to(torch.uint8)  # uint8 frames are read as value / 255
-        assert torch.equal(center_crop_resize(pixels, 32), center_crop_resize(pixels.float() / 255, 32))
+    for height, width in [(64, 96), (96, 64), (75, 100), (50, 50), (31, 47), (47, 31), (20, 33)]:
+        pixels = torch.randint(0, 256, (2, 3, height, width), generator=generator, dtype=torch.uint8)
+        frames = pixels.float() / 255.0
+        if height <= width:
+            trimmed = int(height / 1.0)
+            cropped = frames[..., (width - trimmed) // 2 : (width - trimmed) // 2 + trimmed]
+        else:
+            trimmed = int(width * 1.0)
+            cropped = frames[..., (height - trimmed) // 2 : (height - trimmed) // 2 + trimmed, :]
+        reference = official_resize_crop(cropped)
+        assert torch.allclose(center_crop_resize(pixels, 32), reference, atol=1e-6, rtol=0), (height, width)
+        assert torch.allclose(center_crop_resize(frames, 32), reference, atol=1e-6, rtol=0), (height, width)
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -95,9 +95,13 @@ def test_saved_motion_module_loads_into_avsyncunet_and_changes_its_output(tiny_r
 
     motion, info = load_motion_module(final)
     assert (info.frames, info.fps, info.metadata["training_step"]) == (4, 2.0, "4")
-    base = build_models(load_config(CONFIG).model, torch.device("cpu")).unet.base
-    trained = AVSyncUNet(base, motion).eval()
-    fresh = AVSyncUNet.from_base(base, audio_dim=motion.config.audio_dim).eval()
+    config = load_config(CONFIG)
+    # The module the run started from: the loop builds it from the run seed, the same way.
+    start = build_models(config.model, torch.device("cpu"), seed=config.seed).unet.eval()
+    trained = AVSyncUNet(start.base, motion).eval()
+    start_state = start.motion.state_dict()
+    changed = [k for k, v in load_file(str(final)).items() if not torch.equal(start_state[k], v)]
+    assert len(changed) == len(start_state), f"{len(start_state) - len(changed)} tensors were not trained"
     g = torch.Generator().manual_seed(0)
     inputs = (
         torch.randn(1, 4, 4, 8, 8, generator=g),
@@ -106,7 +110,7 @@ def test_saved_motion_module_loads_into_avsyncunet_and_changes_its_output(tiny_r
         torch.randn(1, 229, 48, generator=g),
     )
     with torch.no_grad():
-        difference = (trained(*inputs) - fresh(*inputs)).abs().max()
+        difference = (trained(*inputs) - start(*inputs)).abs().max()
     assert difference > 1e-3
 
 

@@ -72,8 +72,13 @@ def test_loss_prediction_and_gradients_match_the_official_step(golden_step, trai
         assert_close_rel(motion.get_parameter(name).grad, t[f"grad.{name}"], REL, f"grad {name}")
     order = meta["grad_norms_order"]
     assert len(order) == len(list(motion.parameters())) == meta["num_trainable_tensors"]
-    norms = torch.stack([motion.get_parameter(name).grad.norm() for name in order])
-    assert_close_rel(norms, t["out.grad_norms"], REL, "per-tensor grad norms")
+    norms = torch.stack([motion.get_parameter(name).grad.norm() for name in order]).double()
+    expected = t["out.grad_norms"].double()
+    # Each norm against its own value (they span 3e-4 .. 3.06). No floor: the worst tensor agrees to 2.8e-6.
+    assert (expected > 0).all(), "the golden lists a zero gradient norm"
+    rel_err = (norms - expected).abs() / expected
+    worst = int(rel_err.argmax())
+    assert rel_err[worst] <= REL, f"grad norm of {order[worst]}: relative error {rel_err[worst]:.3e} > {REL:g}"
     assert_close_rel(norms.norm(), t["out.grad_global_norm"], REL, "global grad norm")
     assert all(p.grad is None for p in trainable_unet.base.parameters()), "a frozen SD1.5 weight received a gradient"
 

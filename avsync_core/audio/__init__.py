@@ -30,7 +30,7 @@ from .segments import (
     segment_time_windows,
 )
 from .waveform import SAMPLE_RATE, Waveform, check_finite, mix_to_mono, resample
-from .windows import ClipWindow, clip_windows, window_samples
+from .windows import ENCODER_WINDOW_SECONDS, ClipWindow, check_clip_duration, clip_windows, window_samples
 
 __all__ = [
     "AudioCondition",
@@ -43,6 +43,7 @@ __all__ = [
     "MAX_DECODE_SECONDS",
     "MAX_FRAMES",
     "MEL_MEAN",
+    "ENCODER_WINDOW_SECONDS",
     "MEL_STD",
     "NUM_MEL_BINS",
     "NUM_TOKENS",
@@ -50,6 +51,7 @@ __all__ = [
     "TARGET_FRAMES",
     "TIME_PATCHES",
     "Waveform",
+    "check_clip_duration",
     "check_finite",
     "clip_windows",
     "decode_audio",

@@ -12,7 +12,7 @@ from .imagebind import ImageBindAudioEncoder
 from .mel import melspectrogram, min_samples, null_melspectrogram
 from .segments import segment_masks
 from .waveform import SAMPLE_RATE, Waveform, check_finite
-from .windows import ClipWindow, clip_windows, window_samples
+from .windows import ClipWindow, check_clip_duration, clip_windows, window_samples
 
 
 @dataclass
@@ -60,7 +60,7 @@ def encode_audio_condition(
 
     Runs without gradients on the encoder's device and dtype, ``batch_size`` windows at a time, and calls
     ``progress(done, total)`` after each batch. Silence is valid audio; NaN/inf samples are refused.
-    The returned tensors live on the encoder's device.
+    The returned tensors live on the encoder's device. ``frames / fps`` must be the encoder's 2 s window.
     """
     if not isinstance(waveform, Waveform):
         raise InvalidInputError(
@@ -68,6 +68,7 @@ def encode_audio_condition(
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive whole number, got {batch_size!r}.")
+    check_clip_duration(frames, fps)
     check_finite(waveform.samples, "The audio to encode", waveform.sample_rate)
     audio = waveform.to_mono().resampled(SAMPLE_RATE)
     if audio.num_samples < min_samples(SAMPLE_RATE):

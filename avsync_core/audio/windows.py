@@ -8,7 +8,10 @@ Tail rule: a further window is made only while its first new frame (its frame 1)
 audio, i.e. while k * (F - 1) + 1 < the number of whole frames in the clip; a shorter tail is dropped. The last
 window's audio may stop before the window ends: its mel is padded exactly as the official code pads short clips,
 and ``audio_seconds`` says how much real audio it holds. A clip shorter than one window gives one window.
-For exact alignment with the segment masks, F / fps should be the 2 s the encoder sees (12 @ 6, 16 @ 8, 24 @ 12).
+
+The encoder hears 2 s per window and its segment masks split those 2 s over the F frames, so F / fps must be 2 s
+(12 @ 6, 16 @ 8, 24 @ 12): ``check_clip_duration`` refuses anything else, since the mel would crop or pad the
+window to 2 s and put the sound out of step with the frames. The window arithmetic itself works for any rate.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .waveform import SAMPLE_RATE, Waveform
 
 # Frame counts are taken as whole when within this many frames of an integer (float seconds * fps rounding).
 _FRAME_EPS = 1e-6
+ENCODER_WINDOW_SECONDS = 2.0  # the audio ImageBind hears per clip, split over the frames by the segment masks
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,19 @@ def _check_layout(frames: int, fps: float) -> tuple[int, float]:
     if not math.isfinite(fps) or fps <= 0:
         raise InvalidInputError(f"fps must be a positive number, got {fps!r}.")
     return frames, fps
+
+
+def check_clip_duration(frames: int, fps: float) -> None:
+    """Refuse a frames/fps pair whose clip is not the encoder's 2 s window, saying which fps fits."""
+    frames, fps = _check_layout(frames, fps)
+    seconds = frames / fps
+    if not math.isclose(seconds, ENCODER_WINDOW_SECONDS, rel_tol=1e-6):
+        fitting = frames / ENCODER_WINDOW_SECONDS
+        raise InvalidInputError(
+            f"{frames} frames at {fps:g} fps cover {seconds:.3g} s, but the audio encoder hears "
+            f"{ENCODER_WINDOW_SECONDS:g} s per clip, so sound and frames would drift apart. Set fps to "
+            f"frames / {ENCODER_WINDOW_SECONDS:g} = {fitting:g} for {frames} frames (12 frames -> 6 fps)."
+        )
 
 
 def clip_windows(

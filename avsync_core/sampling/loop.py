@@ -81,6 +81,7 @@ def sample_video_latents(
     branches = guidance_branches(audio_scale, text_scale)
     if any(not br.text for br in branches) and null_text is None:
         raise InvalidInputError("text guidance above 1 needs the null (empty-prompt) text encoding.")
+    seed = fresh_seed() if seed is None else seed
     device, dtype = unet.device, unet.dtype
     first = _batch_of("first_frame_latents", first_frame_latents, 4).to(device, dtype)
     b, c, h, w = first.shape
@@ -130,7 +131,7 @@ def sample_long_video_latents(
     ``seed + k`` modulo 2**64). Each clip runs ``sample_video_latents`` with a fresh copy of ``scheduler``
     (multistep schedulers keep state); ``sample_kwargs`` go to it (guidance scales, null text...).
     ``callback(window, step_info)`` is called after every step; one progress bar covers clips x steps."""
-    seed = torch.seed() if seed is None else seed
+    seed = fresh_seed() if seed is None else seed
     count = audio.num_windows if windows is None else windows
     probe = type(scheduler).from_config(scheduler.config)
     probe.set_timesteps(steps)
@@ -177,17 +178,22 @@ def _batch_of(name: str, value: Tensor, dims: int) -> Tensor:
     return value
 
 
-def _initial_noise(init_noise: Tensor | None, shape: tuple[int, ...], seed: int | None) -> Tensor:
+def fresh_seed() -> int:
+    """A non-deterministic seed that leaves the caller's random state alone (``torch.seed()`` reseeds the global
+    generator as a side effect)."""
+    return torch.Generator().seed()
+
+
+def _initial_noise(init_noise: Tensor | None, shape: tuple[int, ...], seed: int) -> Tensor:
     if init_noise is not None:
         if tuple(init_noise.shape) != shape:
             raise InvalidInputError(
                 f"init_noise must have shape {shape} (frames 1..F-1), got {tuple(init_noise.shape)}."
             )
         return init_noise
-    base = torch.seed() if seed is None else seed
     return torch.cat(
         [
-            torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(window_seed(base, i)))
+            torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(window_seed(seed, i)))
             for i in range(shape[0])
         ]
     )
@@ -229,13 +235,13 @@ def _branch_inputs(
     return torch.cat(texts), torch.cat(audios), masks.repeat(len(branches), 1, 1)
 
 
-def _step_kwargs(scheduler, seed: int | None, device: torch.device) -> dict:
+def _step_kwargs(scheduler, seed: int, device: torch.device) -> dict:
     params = set(inspect.signature(scheduler.step).parameters)
     kwargs: dict = {}
     if "eta" in params:
         kwargs["eta"] = 0.0
     if "generator" in params:
         generator = torch.Generator(device=device)
-        generator.manual_seed(torch.seed() if seed is None else seed)
+        generator.manual_seed(seed)
         kwargs["generator"] = generator
     return kwargs

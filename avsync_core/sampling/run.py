@@ -46,6 +46,13 @@ class SamplingRun:
                 "are "
                 "being sampled. Encode the audio with the same frame count."
             )
+        for name, tokens in (("tokens", self.tokens), ("null tokens", self.null_tokens)):
+            if tokens.shape[-2] != self.masks.shape[-1] or tokens.shape[-1] != self.null_tokens.shape[-1]:
+                raise InvalidInputError(
+                    f"The audio condition is inconsistent: its {name} are {tuple(tokens.shape)} but its masks cover "
+                    f"{self.masks.shape[-1]} tokens and its null tokens are {self.null_tokens.shape[-1]} wide. "
+                    "Encode the audio again with 'AVSync Encode Audio' / encode_audio_condition."
+                )
         if self.index is None:
             object.__setattr__(self, "index", gather_index(self.masks[None].cpu()))
 
@@ -112,6 +119,31 @@ class SamplingRun:
 
     def _per_video(self, tokens: Tensor) -> Tensor:
         return tokens.expand(self.videos, *tokens.shape[1:])
+
+
+def check_fits_model(
+    audio_width: int,
+    model_audio_width: int,
+    latent_channels: int | None = None,
+    model_latent_channels: int | None = None,
+    *,
+    audio_input: str = "the audio condition",
+    latent_input: str = "the first-frame latent",
+) -> None:
+    """The checks the standalone model makes on its inputs, for hosts that call the UNet themselves: the audio
+    tokens' width must be the motion module's, the latent's channels the UNet's. ``*_input`` names what the user
+    connects, so the message says which input to change."""
+    if audio_width != model_audio_width:
+        raise InvalidInputError(
+            f"{audio_input} holds audio tokens of width {audio_width}, but this AVSyncD motion module takes "
+            f"{model_audio_width}-wide tokens. Encode the audio with the ImageBind encoder the motion module was made "
+            "for (imagebind_huge's tokens are 768 wide)."
+        )
+    if latent_channels is not None and latent_channels != model_latent_channels:
+        raise InvalidInputError(
+            f"{latent_input} has {latent_channels} channels, but this model's UNet takes {model_latent_channels}. "
+            "Encode the first frame with the VAE of the SD1.5 checkpoint the model comes from."
+        )
 
 
 def _with_first(latents: Tensor, first: Tensor, frames: int) -> Tensor:

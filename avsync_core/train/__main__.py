@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from ..errors import AVSyncError
 from .config import load_config, valid_keys
+from .processes import process_environment
 
 EXIT_USER_ERROR = 2
 
@@ -38,14 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"),
-        datefmt="%H:%M:%S",
-    )
+    world, rank = 1, 0
     try:
+        world, rank, _ = process_environment()
+        logging.basicConfig(
+            level=logging.INFO if rank == 0 else logging.WARNING,
+            format=("%(asctime)s " + (f"[rank {rank}] " if world > 1 else "") + "%(levelname)s %(message)s"),
+            datefmt="%H:%M:%S",
+        )
         config = load_config(args.config, args.overrides)
         if args.print_config:
             print(config.to_yaml(), end="")

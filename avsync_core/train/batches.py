@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset
 
+from .config import SEED_MODULUS
 from .data import AVClipDataset
 
 
@@ -39,7 +40,7 @@ class GlobalBatchStream:
         """(epoch, dataset index) of a stream position."""
         epoch, offset = divmod(position, self.size)
         if epoch not in self._permutations:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % SEED_MODULUS)
             self._permutations = {epoch: torch.randperm(self.size, generator=generator).tolist()}
         return epoch, self._permutations[epoch][offset]
 

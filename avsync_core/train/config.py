@@ -16,12 +16,14 @@ from typing import Any, Union
 
 import yaml
 
+from ..audio.windows import check_clip_duration
 from ..errors import InvalidInputError
 from ..sampling.schedulers import SCHEDULERS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "warmup", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+SEED_MODULUS = 2**64  # a torch generator takes 64 bits: seeds, and the seeds derived from them, wrap modulo this
 
 
 @dataclass
@@ -203,12 +205,19 @@ def validate(config: TrainConfig) -> None:
         (config.eval.every >= 0, f"eval.every must be 0 (off) or more, got {config.eval.every}."),
         (config.eval.steps >= 1 and config.eval.num_clips >= 1, "eval.steps and eval.num_clips must be at least 1."),
     ]
+    seeds = {"seed": config.seed, "eval.seed": config.eval.seed, "model.tiny_seed": config.model.tiny_seed}
+    for key, seed in seeds.items():
+        checks.append((0 <= seed < SEED_MODULUS, f"{key} must be a whole number from 0 to 2**64 - 1, got {seed}."))
     for key in ("batch_size", "gradient_accumulation", "max_steps", "vae_batch"):
         value = getattr(config.train, key)
         checks.append((value >= 1, f"train.{key} must be at least 1, got {value}."))
     for ok, message in checks:
         if not ok:
             raise InvalidInputError(message)
+    try:
+        check_clip_duration(config.data.frames, config.data.fps)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"data.frames / data.fps: {exc}") from None
     if config.model.tiny:
         return
     if not config.model.sd15:
@@ -311,6 +320,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise InvalidInputError(f"{key} must be a whole number, got {value!r}.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)  # exact, also above 2**53 (seeds)
         try:
             number = float(value)
         except ValueError:

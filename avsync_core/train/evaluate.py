@@ -19,7 +19,7 @@ from ..pipeline import decode_latents, encode_image
 from ..sampling.loop import sample_video_latents
 from ..sampling.schedulers import make_scheduler
 from ..video import write_video
-from .config import EvalConfig
+from .config import SEED_MODULUS, EvalConfig
 from .models import TrainModels
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def render_validation(
                     audio_scale=config.audio_scale,
                     text_scale=config.text_scale,
                     null_text=null_text,
-                    seed=config.seed + number,
+                    seed=(config.seed + number) % SEED_MODULUS,
                     progress=False,
                 )
                 video = decode_latents(models.vae, latents)

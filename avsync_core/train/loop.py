@@ -28,7 +28,7 @@ from ..errors import AVSyncError, InvalidInputError
 from ..motion_io import save_motion_module
 from . import checkpointing
 from .batches import GlobalBatchStream, StreamBatchSampler, StreamClips
-from .config import TrainConfig
+from .config import SEED_MODULUS, TrainConfig
 from .data import AVClipDataset, collate_clips, load_prompts, scan_dataset
 from .evaluate import pick_validation_items, render_validation
 from .logs import TrainLogger
@@ -265,7 +265,7 @@ def _seed_everything(config: TrainConfig, dist: DistContext) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=dist.device.type != "cpu")
         torch.backends.cudnn.benchmark = False
-    seed = config.seed + dist.rank
+    seed = (config.seed + dist.rank) % SEED_MODULUS
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)

@@ -63,10 +63,32 @@ def select_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def process_environment() -> tuple[int, int, int]:
+    """``(world_size, rank, local_rank)`` from the variables torchrun / accelerate set, checked: a launcher
+    misconfigured by hand gets one clear message instead of a ValueError from ``int()``."""
+    values = {}
+    for name, default in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        raw = os.environ.get(name, default).strip() or default
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise InvalidInputError(
+                f"The environment variable {name}={raw!r} is not a whole number. It is set by torchrun or "
+                "accelerate launch; unset it for a single-process run."
+            ) from None
+    world, rank, local_rank = values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"]
+    if world < 1 or not 0 <= rank < world or local_rank < 0:
+        raise InvalidInputError(
+            f"WORLD_SIZE={world}, RANK={rank}, LOCAL_RANK={local_rank} do not describe a process group (it needs "
+            "WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0). Launch with torchrun or accelerate "
+            "launch, or unset them for a single-process run."
+        )
+    return world, rank, local_rank
+
+
 def init_distributed(preference: str = "auto") -> DistContext:
     """One process, or the process group described by torchrun's / accelerate's environment variables."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank, local_rank = process_environment()
     device = select_device(preference, local_rank)
     if world <= 1:
         return DistContext(device=device)
