@@ -138,6 +138,9 @@ HOST_API: tuple[Requirement, ...] = (
         "comfy.sample.fix_empty_latent_channels", "first-frame latents", ("model", "latent_image"), leading=True
     ),
     Requirement("comfy.model_management.get_torch_device", "encoder device"),
+    Requirement("comfy.model_management.unet_dtype", "the dtype the motion module is stored in"),
+    Requirement("comfy.ops.manual_cast.Linear", "motion-module layers that cast per call and stream in low VRAM"),
+    Requirement("comfy.ops.manual_cast.LayerNorm", "motion-module norms, cast per call"),
     Requirement("comfy.model_management.unet_offload_device", "encoder offload"),
     Requirement("comfy.model_management.intermediate_device", "sampler output device"),
     Requirement("comfy.model_management.throw_exception_if_processing_interrupted", "Cancel stops sampling"),
