@@ -241,7 +241,11 @@ def _samplers():
 
 
 @pytest.mark.slow  # 7-17 min per mode on 2 shared CPU cores; dpm_adaptive alone takes 40 % (README, Tests)
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    # The default run takes the dual mode (three branches: every hook path); -m sweep adds the other modes.
+    "mode",
+    [mode if mode == "dual" else pytest.param(mode, marks=pytest.mark.sweep) for mode in MODES],
+)
 def test_every_sampler_works_with_the_guider_in_every_mode(setup, mode):
     samplers, _ = _samplers()
     for sampler in samplers:
@@ -263,6 +267,7 @@ def test_every_scheduler_works_with_the_avsync_sampler_in_every_mode(setup, mode
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # about an hour here: run it with -m sweep (README, Tests)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_sampler_and_scheduler_pair_works_both_ways(setup, mode):
     """The full dropdown product, through SamplerCustomAdvanced and through the AVSync Sampler."""
