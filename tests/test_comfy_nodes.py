@@ -540,7 +540,7 @@ def test_sampler_node_chains_with_the_library_policy(tiny, motion, encoder, firs
     from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
-    long_audio = encode(encoder, seconds=1.2, max_windows=0)
+    long_audio = encode(encoder, seconds=3.2, max_windows=0)  # two clips (frames 0-3 and 3-6)
     patched = apply(tiny.base.clone(), motion)
     args = (patched, text.positive, text.negative, long_audio, seed, STEPS, 4.0, 1.0, "euler", "normal", 1.0)
     with torch.inference_mode():

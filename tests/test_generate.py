@@ -85,6 +85,11 @@ def _assert_same_outputs(out: Path, reference: Path) -> None:
         assert np.abs(pictures - expected_pictures).mean() < SAME_CLIP_MEAN_ABS, name
 
 
+def _finished(folder: Path) -> list[Path]:
+    """Clips written completely (not the hidden temporaries they are written to first)."""
+    return [p for p in folder.rglob("*_clip-*.mp4") if not p.name.startswith(".")]
+
+
 def _torchrun(setup, out: Path, nproc: int, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
@@ -94,8 +99,12 @@ def _torchrun(setup, out: Path, nproc: int, **popen) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def single(setup):
+    """One process, launched like the sharded runs (same launcher, same thread count), so that only the number of
+    processes differs between them."""
     out = setup["root"] / "single"
-    assert main(["--data", str(setup["data"]), *setup["model_args"], *ARGS, "-o", str(out)]) == 0
+    run = _torchrun(setup, out, 1)
+    stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode == 0, stderr.decode()[-3000:]
     return out
 
 
@@ -148,7 +157,7 @@ def test_a_killed_run_restarted_finishes_the_set_without_redoing_finished_clips(
     out = setup["root"] / "killed"
     run = _torchrun(setup, out, 2)
     deadline = time.monotonic() + 300
-    while not list((out / "videos").rglob("*_clip-*.mp4")) and time.monotonic() < deadline:
+    while not _finished(out / "videos") and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = _children(run.pid)
     assert workers, "torchrun started its workers"
