@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import ImageBindAudioConfig, ImageBindAudioEncoder
+from ..audio.imagebind.model import Mlp
 from ..checkpoints import load_strict, read_safetensors_metadata, read_state_dict, write_safetensors_atomic
 from ..errors import CheckpointError, InvalidInputError
 
@@ -94,16 +95,6 @@ class ImageBindVisionConfig:
         return cls(**data)
 
 
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class _Block(nn.Module):
     def __init__(self, config: ImageBindVisionConfig) -> None:
         super().__init__()
@@ -111,7 +102,7 @@ class _Block(nn.Module):
         self.norm_1 = nn.LayerNorm(dim, eps=config.norm_eps)
         self.attn = nn.MultiheadAttention(dim, config.num_heads, bias=True, batch_first=True)
         self.norm_2 = nn.LayerNorm(dim, eps=config.norm_eps)
-        self.mlp = _Mlp(dim, config.mlp_hidden)
+        self.mlp = Mlp(dim, config.mlp_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm_1(x)

@@ -50,7 +50,9 @@ from .layouts import (
 )
 
 
-class _Mlp(nn.Module):
+class Mlp(nn.Module):
+    """ImageBind's transformer MLP (fc1, exact GELU, fc2), shared by its audio and vision trunks."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -93,7 +95,7 @@ class _Block(nn.Module):
         self.norm_1 = nn.LayerNorm(dim, eps=config.norm_eps)
         self.attn = _Attention(dim, config.num_heads)
         self.norm_2 = nn.LayerNorm(dim, eps=config.norm_eps)
-        self.mlp = _Mlp(dim, config.mlp_hidden)
+        self.mlp = Mlp(dim, config.mlp_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x))
