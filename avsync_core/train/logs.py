@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
+
+from ..checkpoints import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +70,8 @@ def _truncate_csv(path: Path, start_step: int) -> None:
     if not path.exists():
         return
     rows = [row for row in read_log(path) if row["step"] <= start_step]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: (int(v) if k == "step" else v) for k, v in row.items()} for row in rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows({k: (int(v) if k == "step" else v) for k, v in row.items()} for row in rows)
+    write_text_atomic(path, text.getvalue())
