@@ -83,6 +83,24 @@ def _write_checkpoints(workdir: Path, other_gb: float) -> None:
     encoder.save_safetensors(workdir / "imagebind_audio.safetensors")
 
 
+def print_peaks(script_path: str, workdir: Path, modes: tuple[str, ...]) -> None:
+    """Run ``script_path --measure MODE`` for each mode in a fresh process (peak RSS is per process), then print
+    each peak and its excess over the first mode, the baseline."""
+    rows = {}
+    for mode in modes:
+        out = subprocess.run(
+            [sys.executable, script_path, "--measure", mode, "--workdir", str(workdir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        rows[mode] = json.loads(out.strip().splitlines()[-1])
+    base = rows[modes[0]]["peak_mb"]
+    print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")
+    for mode, row in rows.items():
+        print(f"{mode:10s} {row['peak_mb']:13.0f} {row['peak_mb'] - base:15.0f} {row['seconds']:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the test checkpoints")
@@ -110,19 +128,7 @@ def main() -> None:
         f"checkpoint: {pth.stat().st_size / 2**30:.2f} GiB, compact audio file: "
         f"{(workdir / 'imagebind_audio.safetensors').stat().st_size / 2**20:.0f} MiB"
     )
-    rows = {}
-    for mode in ("baseline", "alone", "pth", "compact", "naive"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--measure", mode, "--workdir", str(workdir)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rows[mode] = json.loads(out.strip().splitlines()[-1])
-    base = rows["baseline"]["peak_mb"]
-    print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")
-    for mode, row in rows.items():
-        print(f"{mode:10s} {row['peak_mb']:13.0f} {row['peak_mb'] - base:15.0f} {row['seconds']:8.2f}")
+    print_peaks(script_path=__file__, workdir=workdir, modes=("baseline", "alone", "pth", "compact", "naive"))
     if not args.keep and args.workdir is None:
         for f in workdir.iterdir():
             f.unlink()

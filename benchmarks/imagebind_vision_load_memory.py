@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imagebind_load_memory import _peak_mb
+from imagebind_load_memory import _peak_mb, print_peaks
 
 PTH = "imagebind_huge_shaped.pth"
 COMPACT = "imagebind_vision_audio.safetensors"
@@ -117,19 +117,7 @@ def main() -> None:
         f"checkpoint: {(workdir / PTH).stat().st_size / 2**30:.2f} GiB, compact vision+audio file: "
         f"{(workdir / COMPACT).stat().st_size / 2**30:.2f} GiB"
     )
-    rows = {}
-    for mode in ("baseline", "alone", "pth", "compact", "naive"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--measure", mode, "--workdir", str(workdir)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rows[mode] = json.loads(out.strip().splitlines()[-1])
-    base = rows["baseline"]["peak_mb"]
-    print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")
-    for mode, row in rows.items():
-        print(f"{mode:10s} {row['peak_mb']:13.0f} {row['peak_mb'] - base:15.0f} {row['seconds']:8.2f}")
+    print_peaks(script_path=__file__, workdir=workdir, modes=("baseline", "alone", "pth", "compact", "naive"))
     if not args.keep and args.workdir is None:
         for f in workdir.iterdir():
             f.unlink()
