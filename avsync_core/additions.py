@@ -6,24 +6,24 @@ the official ones (``conv_temp``, ``norm_audio``, ``attn_audio``, ``pos_embeddin
 ``attn_temp``; attention projections ``to_q``/``to_k``/``to_v``/``to_out.0``), so official checkpoints load as
 they are.
 
-Every layer with weights is built from ``operations`` (the convention of ComfyUI's own models: an object with
-``Linear`` and ``LayerNorm`` classes, ``torch.nn`` by default), so a host can pass layer classes that cast or
-stream their weights per call (ComfyUI's ``comfy.ops``) without this library importing the host.
+Every layer with weights is built from ``operations`` (see operations.py), so a host can pass layer classes
+that cast or stream their weights per call (ComfyUI's ``comfy.ops``) without this library importing the host.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .operations import Operations
+
 Tensor = torch.Tensor
-Operations = Any  # ``torch.nn`` or a host's namespace of drop-in layer classes (``Linear``, ``LayerNorm``)
 
 
 def frame_sinusoid(frames: int, dim: int, device: torch.device | None = None) -> Tensor:

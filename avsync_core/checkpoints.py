@@ -53,6 +53,21 @@ def read_state_dict(
     raise CheckpointError(f"{path.name} is not a weight file this project reads ({', '.join(WEIGHT_SUFFIXES)}).")
 
 
+def read_keys(path: str | os.PathLike) -> list[str]:
+    """The tensor names of a weight file, without reading its tensors (a safetensors header, a memory-mapped torch
+    zip file, a shard index), so a file can be refused by what it holds before any weight is read."""
+    path = existing_path(path, "Weight file")
+    if path.name.endswith(".index.json"):
+        return sorted(read_json(path, "shard index").get("weight_map", {}))
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except Exception as exc:  # safetensors raises its own error types for damaged headers
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
+    return list(read_state_dict(path))
+
+
 def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     if dtype is None:
         return state

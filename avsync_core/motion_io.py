@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from . import __version__
-from .additions import Operations
 from .checkpoints import (
     WEIGHT_SUFFIXES,
     find_weights,
@@ -32,6 +31,7 @@ from .checkpoints import (
 from .errors import CheckpointError, existing_path
 from .motion_module import MotionConfig, MotionModule, infer_motion_config, is_motion_key
 from .official import read_official_unet_config, resolve_official_unet_folder
+from .operations import Operations
 
 FORMAT = "avsyncd-motion-module"
 FORMAT_VERSION = 1

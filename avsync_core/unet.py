@@ -23,7 +23,7 @@ from .errors import CheckpointError, InvalidInputError
 from .motion_module import MotionConfig, MotionModule, is_motion_key
 from .official import base_config_from_official, read_official_unet_config, resolve_official_unet_folder
 from .sd15 import move_module
-from .sd15.family import check_base_fits
+from .sd15.family import check_base_fits, check_text_width
 
 Tensor = torch.Tensor
 
@@ -239,12 +239,7 @@ class AVSyncUNet(nn.Module):
 
         _require_tensor("encoder_hidden_states", context, floating=True)
         context = _per_frame("encoder_hidden_states", context, b, frames)
-        if context.shape[-1] != self.base.config.cross_attention_dim:
-            raise InvalidInputError(
-                f"encoder_hidden_states has width {context.shape[-1]}; this UNet takes "
-                f"{self.base.config.cross_attention_dim} "
-                "(SD1.5 CLIP text encodings are 768 wide)."
-            )
+        check_text_width(context.shape[-1], self.base.config.cross_attention_dim, "encoder_hidden_states")
         context = context.reshape(b * frames, *context.shape[2:]).to(device=device, dtype=dtype)
 
         _require_tensor("audio_encoder_hidden_states", audio, floating=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,10 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+from peak_memory import measure_modes, peak_mb, print_peaks  # noqa: E402
 
 
 def _measure(mode: str, workdir: Path) -> None:
@@ -39,7 +35,7 @@ def _measure(mode: str, workdir: Path) -> None:
     from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder, null_melspectrogram
 
     torch.set_num_threads(1)
-    before = _peak_mb()
+    before = peak_mb()
     t0 = time.perf_counter()
     if mode == "baseline":
         pass
@@ -59,7 +55,7 @@ def _measure(mode: str, workdir: Path) -> None:
             tokens = encoder.encode_tokens(null_melspectrogram(1))
         assert torch.isfinite(tokens).all()
     print(
-        json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": _peak_mb(), "seconds": time.perf_counter() - t0})
+        json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": peak_mb(), "seconds": time.perf_counter() - t0})
     )
 
 
@@ -81,24 +77,6 @@ def _write_checkpoints(workdir: Path, other_gb: float) -> None:
         others[f"modality_trunks.vision.blocks.{i}.mlp.fc1.weight"] = torch.zeros(chunk // 1024, 1024)
     torch.save({**others, **state}, workdir / "imagebind_huge_shaped.pth")
     encoder.save_safetensors(workdir / "imagebind_audio.safetensors")
-
-
-def print_peaks(script_path: str, workdir: Path, modes: tuple[str, ...]) -> None:
-    """Run ``script_path --measure MODE`` for each mode in a fresh process (peak RSS is per process), then print
-    each peak and its excess over the first mode, the baseline."""
-    rows = {}
-    for mode in modes:
-        out = subprocess.run(
-            [sys.executable, script_path, "--measure", mode, "--workdir", str(workdir)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rows[mode] = json.loads(out.strip().splitlines()[-1])
-    base = rows[modes[0]]["peak_mb"]
-    print(f"{'mode':10s} {'peak RSS MiB':>13s} {'above baseline':>15s} {'seconds':>8s}")
-    for mode, row in rows.items():
-        print(f"{mode:10s} {row['peak_mb']:13.0f} {row['peak_mb'] - base:15.0f} {row['seconds']:8.2f}")
 
 
 def main() -> None:
@@ -128,7 +106,7 @@ def main() -> None:
         f"checkpoint: {pth.stat().st_size / 2**30:.2f} GiB, compact audio file: "
         f"{(workdir / 'imagebind_audio.safetensors').stat().st_size / 2**20:.0f} MiB"
     )
-    print_peaks(script_path=__file__, workdir=workdir, modes=("baseline", "alone", "pth", "compact", "naive"))
+    print_peaks(measure_modes(__file__, workdir, ("baseline", "alone", "pth", "compact", "naive")))
     if not args.keep and args.workdir is None:
         for f in workdir.iterdir():
             f.unlink()

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imagebind_load_memory import _peak_mb, print_peaks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peak_memory import measure_modes, peak_mb, print_peaks  # noqa: E402
 
 PTH = "imagebind_huge_shaped.pth"
 COMPACT = "imagebind_vision_audio.safetensors"
@@ -48,7 +48,7 @@ def _measure(mode: str, workdir: Path) -> None:
     from avsync_core.evaluation import ImageBindImageAudio
 
     torch.set_num_threads(2)
-    before = _peak_mb()
+    before = peak_mb()
     t0 = time.perf_counter()
     if mode == "baseline":
         pass
@@ -68,7 +68,7 @@ def _measure(mode: str, workdir: Path) -> None:
             sim = model.image_audio_similarity(torch.zeros(1, 3, 224, 224), null_melspectrogram(1))
         assert torch.isfinite(sim).all()
     print(
-        json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": _peak_mb(), "seconds": time.perf_counter() - t0})
+        json.dumps({"mode": mode, "import_peak_mb": before, "peak_mb": peak_mb(), "seconds": time.perf_counter() - t0})
     )
 
 
@@ -117,7 +117,7 @@ def main() -> None:
         f"checkpoint: {(workdir / PTH).stat().st_size / 2**30:.2f} GiB, compact vision+audio file: "
         f"{(workdir / COMPACT).stat().st_size / 2**30:.2f} GiB"
     )
-    print_peaks(script_path=__file__, workdir=workdir, modes=("baseline", "alone", "pth", "compact", "naive"))
+    print_peaks(measure_modes(__file__, workdir, ("baseline", "alone", "pth", "compact", "naive")))
     if not args.keep and args.workdir is None:
         for f in workdir.iterdir():
             f.unlink()

@@ -1,11 +1,14 @@
 """Peak memory of loading an SD1.5-size AVSyncD motion module (309.8 M parameters) as fp16 from an fp32 file.
 
-Writes (once, into --workdir) a motion-module file with random fp32 weights at SD1.5 size (about 1.24 GB), then
-measures in fresh subprocesses the peak resident memory (``ru_maxrss``) above the process's baseline:
+Writes (once, into --workdir) the motion module with random fp32 weights at SD1.5 size (about 1.24 GB) twice:
+as this project's safetensors file and as an official-style torch ``.bin`` (the format of the released
+``unet/diffusion_pytorch_model.bin``). Then measures in fresh subprocesses the peak resident memory
+(``ru_maxrss``, which counts the pages of a memory-mapped file that were read) above the process's baseline:
 
   baseline   import torch + avsync_core, nothing else
-  fp16       load_motion_module(file, dtype=float16): what the ComfyUI loader does for an fp16 UNet
-  fp32       load_motion_module(file): the file's own dtype, for comparison
+  fp16       load_motion_module(safetensors, dtype=float16): what the ComfyUI loader does for an fp16 UNet
+  fp32       load_motion_module(safetensors): the file's own dtype, for comparison
+  fp16-bin   load_motion_module(.bin, dtype=float16): the official file format
 
 Goal: the fp16 load costs at most the fp16 module plus 10 %.
 Usage: python benchmarks/motion_load_memory.py [--workdir DIR] [--keep]
@@ -15,78 +18,72 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peak_memory import measure_modes, peak_mb, print_peaks  # noqa: E402
+
+SAFETENSORS = "motion_sd15_fp32.safetensors"
+BIN = "motion_sd15_fp32.bin"
+MODES = {"fp16": (SAFETENSORS, "float16"), "fp32": (SAFETENSORS, "float32"), "fp16-bin": (BIN, "float16")}
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
-
-
-def _measure(mode: str, path: Path) -> None:
+def _measure(mode: str, workdir: Path) -> None:
     import torch
 
     from avsync_core.motion_io import load_motion_module
 
-    result = {"mode": mode, "baseline_mb": _peak_mb()}
+    result = {"mode": mode, "module_mb": 0.0}
+    t0 = time.perf_counter()
     if mode != "baseline":
-        motion, _ = load_motion_module(path, dtype={"fp16": torch.float16, "fp32": torch.float32}[mode])
+        name, dtype = MODES[mode]
+        motion, _ = load_motion_module(workdir / name, dtype=getattr(torch, dtype))
         result["module_mb"] = sum(t.numel() * t.element_size() for t in motion.state_dict().values()) / 2**20
-    result["peak_mb"] = _peak_mb()
-    print(json.dumps(result))
+    print(json.dumps({**result, "peak_mb": peak_mb(), "seconds": time.perf_counter() - t0}))
 
 
-def _write(path: Path) -> None:
+def _write(workdir: Path) -> None:
     import torch
 
     from avsync_core.motion_io import save_motion_module
     from avsync_core.motion_module import MotionModule
 
     torch.manual_seed(0)
-    save_motion_module(path, MotionModule(zero_init=False))
+    motion = MotionModule(zero_init=False)
+    save_motion_module(workdir / SAFETENSORS, motion)
+    torch.save(motion.state_dict(), workdir / BIN)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--keep", action="store_true", help="keep the written file in --workdir")
-    parser.add_argument("--measure", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true", help="keep the written files in --workdir")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write:
-        _write(args.write)
+        _write(args.workdir)
         return
     if args.measure:
-        _measure(args.measure[0], Path(args.measure[1]))
+        _measure(args.measure, args.workdir)
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_motion_mem_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "motion_sd15_fp32.safetensors"
     try:
-        if not path.is_file():  # in a subprocess: a child's peak RSS starts at its parent's, so this one stays small
-            subprocess.run([sys.executable, __file__, "--write", str(path)], check=True)
-        rows = {}
-        for mode in ("baseline", "fp16", "fp32"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--measure", mode, str(path)], check=True, capture_output=True, text=True
-            )
-            rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        if not (workdir / BIN).is_file():  # in a subprocess: a child's peak RSS starts at its parent's
+            subprocess.run([sys.executable, __file__, "--write", "--workdir", str(workdir)], check=True)
+        rows = measure_modes(__file__, workdir, ("baseline", *MODES))
+        print(f"files: {(workdir / SAFETENSORS).stat().st_size / 2**20:.0f} MiB each (fp32)")
+        print_peaks(rows)
         base = rows["baseline"]["peak_mb"]
-        print(f"file: {path.stat().st_size / 2**20:.0f} MiB (fp32)")
-        for mode in ("fp16", "fp32"):
-            row = rows[mode]
-            extra = row["peak_mb"] - base
-            print(
-                f"{mode}: module {row['module_mb']:.0f} MiB, peak RSS above baseline {extra:.0f} MiB "
-                f"({extra / row['module_mb']:.2f} x the module)"
-            )
+        for mode in MODES:
+            module = rows[mode]["module_mb"]
+            print(f"{mode}: module {module:.0f} MiB, {(rows[mode]['peak_mb'] - base) / module:.2f} x the module")
         ratio = (rows["fp16"]["peak_mb"] - base) / rows["fp16"]["module_mb"]
         print(f"goal (fp16 load <= 1.10 x the fp16 module): {'met' if ratio <= 1.10 else 'NOT met'} ({ratio:.2f})")
     finally:

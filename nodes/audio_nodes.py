@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import comfy.model_management
-import comfy.model_patcher
+import comfy.ops
 import comfy.utils
 import folder_paths
 import torch
@@ -21,6 +21,7 @@ from ..avsync_core.audio import (
 from ..avsync_core.errors import AudioError
 from . import model_paths
 from .compat import annotated_filepath
+from .ownership import owner
 from .previews import frame_preview_image, save_preview
 from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
 
@@ -56,22 +57,6 @@ ENCODE_AUDIO_TOOLTIPS = {
         "frame); 0 = as many as the audio holds."
     ),
 }
-
-
-def encoder_patcher(encoder: ImageBindAudioEncoder) -> comfy.model_patcher.ModelPatcher:
-    """The one ModelPatcher that owns ``encoder``: only comfy.model_management moves it. It holds the encoder in
-    a plain container module, on which ModelPatcher may set its bookkeeping attributes (``device``...)."""
-    patcher = getattr(encoder, "_avsync_patcher", None)
-    if patcher is None:
-        holder = torch.nn.Module()
-        holder.encoder = encoder
-        patcher = comfy.model_patcher.ModelPatcher(
-            holder,
-            load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device(),
-        )
-        object.__setattr__(encoder, "_avsync_patcher", patcher)  # a plain attribute, not a submodule
-    return patcher
 
 
 class AVSyncLoadAudio:
@@ -158,8 +143,10 @@ class AVSyncImageBindLoader:
     DESCRIPTION = "Loads ImageBind's audio encoder without reading the other modalities of the checkpoint."
 
     def load(self, encoder_name: str):
+        """Built from comfy.ops.manual_cast layers, which cast per call, so ComfyUI can stream the encoder in
+        low-VRAM mode; kept in float32, the precision the released tokens were computed in."""
         path = model_paths.resolve(model_paths.IMAGEBIND_FOLDER, encoder_name)
-        return (ImageBindAudioEncoder.from_file(path),)
+        return (ImageBindAudioEncoder.from_file(path, operations=comfy.ops.manual_cast),)
 
 
 class AVSyncEncodeAudio:
@@ -198,8 +185,9 @@ class AVSyncEncodeAudio:
             comfy.model_management.throw_exception_if_processing_interrupted()
             pbar.update_absolute(done, total)
 
-        # ComfyUI moves the encoder (freeing others if needed) and offloads it when the memory is wanted later.
-        comfy.model_management.load_models_gpu([encoder_patcher(audio_encoder)], force_full_load=True)
+        # ComfyUI moves the encoder (freeing others if needed, streaming its layers when VRAM is short) and
+        # offloads it when the memory is wanted later.
+        comfy.model_management.load_models_gpu([owner(audio_encoder)])
         with torch.inference_mode():
             condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
         condition = condition.to("cpu")

@@ -39,7 +39,7 @@ class Requirement:
 HOST_API: tuple[Requirement, ...] = (
     # The model patcher: injection without monkeypatching (nodes/patching.py).
     Requirement(
-        "comfy.model_patcher.ModelPatcher", "holds the motion module", ("model", "load_device", "offload_device")
+        "comfy.model_patcher.ModelPatcher", "owns each model the pack loads", ("model", "load_device", "offload_device")
     ),
     Requirement("comfy.model_patcher.ModelPatcher.clone", "apply AVSyncD to a copy", ("self",), leading=True),
     Requirement("comfy.model_patcher.ModelPatcher.add_object_patch", "shadow convs and norms", ("name", "obj")),
@@ -137,15 +137,18 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement(
         "comfy.sample.fix_empty_latent_channels", "first-frame latents", ("model", "latent_image"), leading=True
     ),
-    Requirement("comfy.model_management.get_torch_device", "encoder device"),
+    Requirement("comfy.model_management.get_torch_device", "where the pack's encoders and classifier run"),
     Requirement("comfy.model_management.unet_dtype", "the dtype the motion module is stored in"),
-    Requirement("comfy.ops.manual_cast.Linear", "motion-module layers that cast per call and stream in low VRAM"),
-    Requirement("comfy.ops.manual_cast.LayerNorm", "motion-module norms, cast per call"),
-    Requirement("comfy.model_management.unet_offload_device", "encoder offload"),
+    Requirement(
+        "comfy.ops.manual_cast.Linear", "motion-module and audio-encoder layers that cast per call, stream in low VRAM"
+    ),
+    Requirement("comfy.ops.manual_cast.LayerNorm", "motion-module and audio-encoder norms, cast per call"),
+    Requirement("comfy.ops.manual_cast.Conv2d", "the audio encoder's patch stem, cast per call"),
+    Requirement("comfy.model_management.unet_offload_device", "where the pack's encoders and classifier rest"),
     Requirement("comfy.model_management.intermediate_device", "sampler output device"),
     Requirement("comfy.model_management.throw_exception_if_processing_interrupted", "Cancel stops sampling"),
     Requirement(
-        "comfy.model_management.load_models_gpu", "evaluation models to the GPU", ("models", "force_full_load")
+        "comfy.model_management.load_models_gpu", "the pack's models to the GPU", ("models", "force_full_load")
     ),
     Requirement("comfy.utils.ProgressBar", "progress", ("total",)),
     Requirement("comfy.utils.ProgressBar.update_absolute", "progress and previews", ("value", "total", "preview")),

@@ -8,7 +8,6 @@ model of the graph; all metric math is in ``avsync_core.evaluation``.
 from __future__ import annotations
 
 import comfy.model_management
-import comfy.model_patcher
 import comfy.utils
 import torch
 
@@ -18,6 +17,7 @@ from ..avsync_core.evaluation import AVSyncClassifier, ImageBindImageAudio, rend
 from ..avsync_core.evaluation.clip_score import STEPS
 from ..avsync_core.evaluation.preprocess import CLIP_FRAMES
 from . import model_paths
+from .ownership import owned, owner
 from .previews import save_preview
 from .types import CATEGORY, IMAGEBIND_VISION_AUDIO, SYNC_CLASSIFIER
 
@@ -67,23 +67,6 @@ SCORE_OUTPUT_TOOLTIPS = (
 )
 
 
-class _Shell(torch.nn.Module):
-    """ModelPatcher writes ``device`` and its bookkeeping onto the module it holds. The library's models keep
-    ``device`` read-only (it follows their weights), so the patcher holds them in this shell."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-
-def _patcher(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
-    return comfy.model_patcher.ModelPatcher(
-        _Shell(model),
-        load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device(),
-    )
-
-
 class AVSyncClassifierLoader:
     @classmethod
     def INPUT_TYPES(cls):
@@ -101,7 +84,7 @@ class AVSyncClassifierLoader:
 
     def load(self, classifier_name: str):
         path = model_paths.resolve(model_paths.CLASSIFIER_FOLDER, classifier_name)
-        return (_patcher(AVSyncClassifier.from_file(path)),)
+        return (owner(AVSyncClassifier.from_file(path)),)
 
 
 class AVSyncImageBindVisionAudioLoader:
@@ -121,7 +104,7 @@ class AVSyncImageBindVisionAudioLoader:
 
     def load(self, imagebind_name: str):
         path = model_paths.resolve(model_paths.IMAGEBIND_FOLDER, imagebind_name)
-        return (_patcher(ImageBindImageAudio.from_file(path)),)
+        return (owner(ImageBindImageAudio.from_file(path)),)
 
 
 def _waveform(audio: dict, name: str):
@@ -175,6 +158,8 @@ class AVSyncSyncScore:
     ):
         sound = _waveform(audio, "audio")
         reference = _waveform(reference_audio, "reference_audio") if reference_audio is not None else None
+        # Whole: the classifier's BatchNorms and the vision branch's MultiheadAttention have no cast-aware
+        # ComfyUI layer, so these two cannot be streamed.
         comfy.model_management.load_models_gpu(
             [p for p in (classifier, imagebind) if p is not None], force_full_load=True
         )
@@ -186,12 +171,12 @@ class AVSyncSyncScore:
 
         with torch.inference_mode():
             scores = score_clip(
-                classifier.model.inner,
+                owned(classifier),
                 images,
                 sound.samples,
                 sound.sample_rate,
                 audio_start=audio_start_seconds,
-                imagebind=imagebind.model.inner if imagebind is not None else None,
+                imagebind=owned(imagebind) if imagebind is not None else None,
                 reference_images=reference_images,
                 reference_samples=reference.samples if reference is not None else None,
                 reference_rate=reference.sample_rate if reference is not None else None,

@@ -16,6 +16,7 @@ from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import AVSyncError, InvalidInputError
 from ..avsync_core.sampling.guidance import cfg_terms, guidance_branches
 from ..avsync_core.sampling.run import SamplingRun, check_fits_model
+from ..avsync_core.sd15.family import check_text_width
 from .patching import RUN_KEY, avsync_motion, is_avsync_model
 
 # What the user connects, named in the messages of checks on the model's inputs.
@@ -53,6 +54,10 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         conds = {"positive": positive}
         if negative:
             conds["negative"] = negative
+        context_dim = self.model_patcher.model.model_config.unet_config.get("context_dim")
+        for name, cond in conds.items():
+            for encoding, _ in cond:
+                check_text_width(encoding.shape[-1], context_dim, f"The {name} conditioning")
         self.inner_set_conds(conds)
 
     def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):

@@ -34,6 +34,7 @@ from ..avsync_core.motion_module import MotionModule
 from ..avsync_core.sampling.run import SamplingRun
 from ..avsync_core.sd15.family import check_base_fits
 from ..avsync_core.unet_layout import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
+from .ownership import owner
 
 KEY = "avsyncd"  # additional-models / wrapper key
 RUN_KEY = "avsync_run"  # where the guider puts the SamplingRun in transformer_options
@@ -146,20 +147,10 @@ def apply_avsync(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) 
     patched.set_model_patch(_audio_patch(runtime, blocks), "middle_patch")
     patched.set_model_attn2_output_patch(_temporal_patch(runtime, blocks))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_wrapper(runtime))
-    patched.set_additional_models(KEY, [_owner(motion, model).clone()])
+    # Every model the module is applied to gets a clone of its one owner, so ComfyUI sees one set of weights (a
+    # clone unloads the others instead of booking the memory twice).
+    patched.set_additional_models(KEY, [owner(motion, model.load_device, model.offload_device).clone()])
     return patched
-
-
-def _owner(motion: MotionModule, model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
-    """The ModelPatcher owning ``motion``; every model it is applied to gets a clone, so ComfyUI sees one set of
-    weights (a clone unloads the others instead of booking the memory twice)."""
-    owner = getattr(motion, "_avsync_owner", None)
-    if owner is None:
-        owner = comfy.model_patcher.ModelPatcher(
-            motion, load_device=model.load_device, offload_device=model.offload_device
-        )
-        object.__setattr__(motion, "_avsync_owner", owner)  # not a submodule: a plain attribute
-    return owner
 
 
 def _check_model(model: comfy.model_patcher.ModelPatcher, motion: MotionModule) -> None:

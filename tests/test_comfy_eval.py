@@ -95,6 +95,7 @@ def test_sync_score_node_on_a_generated_clip(loaded, pack):
     import folder_paths
     from comfyui_avsync.avsync_core.evaluation import render_sync_plot, score_clip
     from comfyui_avsync.nodes.evaluation_nodes import AVSyncSyncScore
+    from comfyui_avsync.nodes.ownership import owned
 
     classifier, imagebind = loaded
     assert isinstance(classifier, comfy.model_patcher.ModelPatcher)
@@ -106,11 +107,11 @@ def test_sync_score_node_on_a_generated_clip(loaded, pack):
     assert classifier in loaded_models and imagebind in loaded_models  # moved by ComfyUI's model management
 
     expected = score_clip(
-        classifier.model.inner,
+        owned(classifier),
         images,
         audio["waveform"][0],
         RATE,
-        imagebind=imagebind.model.inner,
+        imagebind=owned(imagebind),
         reference_images=reference,
         reference_samples=other["waveform"][0],
         reference_rate=RATE,

@@ -785,6 +785,21 @@ def test_audio_tokens_of_another_width_are_refused_naming_the_input(tiny, motion
         AVSyncGuider().get_guider(patched, text.positive, narrow, 4.0, 1.0, 0, text.negative)
 
 
+@pytest.mark.parametrize("which", ["positive", "negative"])
+def test_text_conditioning_of_another_width_is_refused_naming_the_input(tiny, motion, audio, text, which):
+    """An SDXL-wide (2048) prompt on an SD1.5 model fails at the guider, not as a shape error inside attn2."""
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncGuider
+
+    patched = apply(tiny.base.clone(), motion)
+    conds = {"positive": text.positive, "negative": text.negative}
+    conds[which] = [[torch.zeros(1, 7, 2048), {}]]
+    with pytest.raises(
+        InvalidInputError, match=rf"The {which} conditioning has width 2048; this UNet takes {tiny.context_dim}-wide"
+    ):
+        AVSyncGuider().get_guider(patched, conds["positive"], audio, 4.0, 2.0, 0, conds["negative"])
+
+
 def test_first_latent_with_other_channels_is_refused_naming_the_input(tiny, motion, audio, text):
     from comfyui_avsync.avsync_core.errors import InvalidInputError
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
@@ -1249,6 +1264,43 @@ def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches
         monkeypatch.undo()
         comfy.model_management.unload_all_models()
     assert_close_rel(low, full, 1e-6, "partially loaded vs fully loaded")
+
+
+def test_audio_encoder_is_owned_by_comfy_and_streams_under_its_partial_load(encoder, monkeypatch):
+    """The loader builds ImageBind from comfy.ops layers; Encode Audio hands it to load_models_gpu through its one
+    ModelPatcher. With a 0.1-byte budget every cast-aware layer stays offloaded and casts per call (the packed
+    attention projections, extra key/value and embeddings are cast where they are used), and the tokens are the
+    fully loaded ones."""
+    import comfy.model_management
+    from comfyui_avsync.nodes.ownership import owned, owner
+
+    layers = [m for m in encoder.modules() if next(m.parameters(recurse=False), None) is not None]
+    cast_aware = [m for m in layers if hasattr(m, "comfy_cast_weights")]
+    raw = {type(m).__name__ for m in layers if not hasattr(m, "comfy_cast_weights")}
+    assert len(cast_aware) == 5 * encoder.config.depth + 4 and raw == {"ImageBindAudioEncoder", "_Attention"}
+
+    comfy.model_management.unload_all_models()
+    full = encode(encoder, seconds=3.0, max_windows=2)
+    patcher = owner(encoder)
+    assert owned(patcher) is encoder and patcher.load_device == encoder.device
+    assert patcher in [m.model for m in comfy.model_management.current_loaded_models]
+    assert not patcher.model.model_lowvram
+
+    original = comfy.model_management.LoadedModel.model_load
+
+    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        return original(self, 0.1, force_patch_weights)
+
+    comfy.model_management.unload_all_models()
+    monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load", partial_load)
+    try:
+        low = encode(encoder, seconds=3.0, max_windows=2)
+        assert patcher.model.model_lowvram
+        assert all(m.comfy_cast_weights for m in cast_aware), "every layer streams its weights"
+    finally:
+        monkeypatch.undo()
+        comfy.model_management.unload_all_models()
+    assert torch.equal(low.tokens, full.tokens) and torch.equal(low.null_tokens, full.null_tokens)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

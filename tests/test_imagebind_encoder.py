@@ -269,6 +269,40 @@ def test_bad_mel_shape_is_refused(tiny):
         tiny.encode_tokens(torch.zeros(2, 1, 128, 200))
 
 
+class _HostOps:
+    """A host's namespace of drop-in layer classes (as ComfyUI's comfy.ops is)."""
+
+    class Linear(torch.nn.Linear):
+        pass
+
+    class LayerNorm(torch.nn.LayerNorm):
+        pass
+
+    class Conv2d(torch.nn.Conv2d):
+        pass
+
+
+def test_is_built_from_the_hosts_layer_classes_and_matches_the_goldens(tiny_heads, io):
+    encoder = ImageBindAudioEncoder.from_file(golden_dir().joinpath(*TINY), tiny_heads, operations=_HostOps)
+    host_classes = (_HostOps.Linear, _HostOps.LayerNorm, _HostOps.Conv2d)
+    layers = [m for m in encoder.modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d))]
+    assert len(layers) == 5 * encoder.config.depth + 4 and all(isinstance(m, host_classes) for m in layers)
+    _assert_matches_golden(encoder, io)
+
+
+def test_raw_parameters_follow_the_input_as_a_streaming_host_leaves_them(tiny, io):
+    """ComfyUI's low-VRAM mode moves the layers' weights per call but never the raw parameters of a module with
+    children (packed attention projection, extra key/value, cls token, position embedding): they may sit on another
+    device or in another dtype. Kept in float64 here, they are cast to the float32 input and change nothing."""
+    elsewhere = ImageBindAudioEncoder(tiny.config)
+    elsewhere.load_state_dict(tiny.state_dict())
+    raw = [p for m in elsewhere.modules() for p in m.parameters(recurse=False) if next(m.children(), None)]
+    assert len(raw) == 4 * tiny.config.depth + 2
+    for p in raw:
+        p.data = p.data.double()
+    _assert_same_outputs(elsewhere, tiny, io["in.mel"])
+
+
 def test_follows_the_encoder_dtype(tiny, io):
     half = ImageBindAudioEncoder(tiny.config)
     half.load_state_dict(tiny.state_dict())

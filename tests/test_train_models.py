@@ -102,11 +102,16 @@ def test_vae_text_encoder_and_tokenizer_load_from_a_diffusers_folder(tiny_parts,
 @pytest.mark.parametrize(
     "key, family", [("conditioner.embedders.0.transformer.text_model.x", "SDXL"), ("cond_stage_model.model.x", "2.x")]
 )
-def test_other_families_are_refused(tiny_parts, tmp_path, key, family):
+def test_other_families_are_refused_before_any_tensor_is_read(tiny_parts, tmp_path, key, family, monkeypatch):
+    import avsync_core.sd15.components as components
+
     vae, text = tiny_parts
     path = _ldm_file(tmp_path / "other.safetensors", vae, text, {key: torch.zeros(1)})
+    monkeypatch.setattr(components, "read_state_dict", lambda *a, **k: pytest.fail("read tensors of a refused file"))
     with pytest.raises(CheckpointError, match=family):
         load_vae(path, single_file_config=TINY_VAE_CONFIG)
+    with pytest.raises(CheckpointError, match=family):
+        load_text_encoder(path)
 
 
 def test_missing_parts_are_explained(tmp_path):

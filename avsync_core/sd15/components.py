@@ -21,11 +21,12 @@ from ..checkpoints import (
     load_strict,
     model_subfolder,
     read_json,
+    read_keys,
     read_state_dict,
 )
 from ..errors import CheckpointError, existing_path
 from . import move_module
-from .family import FAMILY_KEY_PREFIXES, check_text_encoder_keys
+from .family import check_text_encoder_keys
 
 SD15_VAE_CONFIG: dict = {
     "act_fn": "silu",
@@ -216,8 +217,8 @@ def _subfolder(path: Path, name: str, what: str) -> Path:
 def _single_file_part(path: Path, prefix: str, what: str) -> dict[str, torch.Tensor]:
     if path.suffix not in WEIGHT_SUFFIXES:
         raise CheckpointError(f"{path.name} is not a checkpoint file ({', '.join(WEIGHT_SUFFIXES)}).")
-    state = read_state_dict(path, lambda k: k.startswith((prefix, *FAMILY_KEY_PREFIXES)))
-    check_text_encoder_keys(state, path.name)
+    check_text_encoder_keys(read_keys(path), path.name)  # before any tensor is read
+    state = read_state_dict(path, lambda k: k.startswith(prefix))
     part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         raise CheckpointError(

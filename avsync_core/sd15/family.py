@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InvalidInputError
 from ..motion_module import MotionConfig
 
 SD15_TEXT_WIDTH = 768
@@ -23,7 +23,6 @@ _TEXT_ENCODER_FAMILIES = {
     "conditioner.embedders.": "an SDXL model",
     "cond_stage_model.model.": "a Stable Diffusion 2.x model (OpenCLIP text encoder)",
 }
-FAMILY_KEY_PREFIXES = tuple(_TEXT_ENCODER_FAMILIES)
 _FIX = "AVSyncD needs a Stable Diffusion 1.5 checkpoint (any SD1.5 fine-tune works)."
 
 
@@ -114,4 +113,13 @@ def check_base_fits(base_config: Mapping[str, Any], motion_config: MotionConfig,
         raise CheckpointError(
             f"The AVSyncD additions were made for a UNet with {motion_config.describe()}, but {source} has "
             f"{base.describe()} (differs in: {', '.join(mismatched)}). AVSyncD needs a Stable Diffusion 1.5 base."
+        )
+
+
+def check_text_width(width: int, model_width: int, text_input: str = "The text conditioning") -> None:
+    """Text encodings must be as wide as the UNet's cross-attention; ``text_input`` names what to change."""
+    if width != model_width:
+        raise InvalidInputError(
+            f"{text_input} has width {width}; this UNet takes {model_width}-wide text encodings (SD1.5's CLIP text "
+            "encoder gives 768). Encode the prompt with the CLIP of the SD1.5 checkpoint the model comes from."
         )

@@ -13,6 +13,10 @@ exact-GELU MLP -> trunk output. AVSyncD's tokens are a weight-free LayerNorm(eps
 cls embedding is the head (LayerNorm, token 0, bias-free Linear), optionally L2-normalised and scaled by the
 checkpoint's logit scale (20 for audio, at most 100). ImageBind's drop-path is a training-time regulariser the
 encoder never needs: AVSyncD keeps it frozen.
+
+Layers are built from ``operations`` (see avsync_core/operations.py), so a host can stream them; the raw
+parameters (packed attention projection, extra key/value, cls token, position embedding) are cast to the input
+where they are used, as a streaming host never moves them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ...checkpoints import (
     write_safetensors_atomic,
 )
 from ...errors import CheckpointError, InvalidInputError, existing_path, preview
+from ...operations import Operations, cast_to_input
 from .config import AudioEncoderOutput, ImageBindAudioConfig
 from .layouts import (
     AVSYNCD_NAMES,
@@ -53,10 +58,10 @@ from .layouts import (
 class Mlp(nn.Module):
     """ImageBind's transformer MLP (fc1, exact GELU, fc2), shared by its audio and vision trunks."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = operations.Linear(dim, hidden)
+        self.fc2 = operations.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
@@ -69,33 +74,34 @@ class _Attention(nn.Module):
     projection, so 229 queries attend over 230 keys.
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, operations: Operations = nn) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
         self.bias_k = nn.Parameter(torch.empty(1, 1, dim))
         self.bias_v = nn.Parameter(torch.empty(1, 1, dim))
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = operations.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, dim = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        k = torch.cat([k, self.bias_k.expand(batch, 1, dim)], dim=1)
-        v = torch.cat([v, self.bias_v.expand(batch, 1, dim)], dim=1)
+        weight, bias = cast_to_input(self.in_proj_weight, x), cast_to_input(self.in_proj_bias, x)
+        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)
+        k = torch.cat([k, cast_to_input(self.bias_k, x).expand(batch, 1, dim)], dim=1)
+        v = torch.cat([v, cast_to_input(self.bias_v, x).expand(batch, 1, dim)], dim=1)
         q, k, v = (t.unflatten(-1, (self.num_heads, dim // self.num_heads)).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
 class _Block(nn.Module):
-    def __init__(self, config: ImageBindAudioConfig) -> None:
+    def __init__(self, config: ImageBindAudioConfig, operations: Operations) -> None:
         super().__init__()
         dim = config.embed_dim
-        self.norm_1 = nn.LayerNorm(dim, eps=config.norm_eps)
-        self.attn = _Attention(dim, config.num_heads)
-        self.norm_2 = nn.LayerNorm(dim, eps=config.norm_eps)
-        self.mlp = Mlp(dim, config.mlp_hidden)
+        self.norm_1 = operations.LayerNorm(dim, eps=config.norm_eps)
+        self.attn = _Attention(dim, config.num_heads, operations)
+        self.norm_2 = operations.LayerNorm(dim, eps=config.norm_eps)
+        self.mlp = Mlp(dim, config.mlp_hidden, operations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x))
@@ -103,19 +109,24 @@ class _Block(nn.Module):
 
 
 class ImageBindAudioEncoder(nn.Module):
-    """Log-mel (b, 1, 128, 204) -> AVSyncD audio tokens (b, 229, D) and ImageBind's cls embedding."""
+    """Log-mel (b, 1, 128, 204) -> AVSyncD audio tokens (b, 229, D) and ImageBind's cls embedding.
 
-    def __init__(self, config: ImageBindAudioConfig | None = None) -> None:
+    ``execution_device`` is where a host that streams the weights runs the encoder (ComfyUI's load device); by
+    default the encoder runs where its weights are.
+    """
+
+    def __init__(self, config: ImageBindAudioConfig | None = None, operations: Operations = nn) -> None:
         super().__init__()
         self.config = config = config or ImageBindAudioConfig()
+        self.execution_device: torch.device | None = None
         dim = config.embed_dim
-        self.stem = nn.Conv2d(1, dim, config.kernel, stride=config.stride, bias=False)
-        self.stem_norm = nn.LayerNorm(dim, eps=config.stem_norm_eps)
+        self.stem = operations.Conv2d(1, dim, config.kernel, stride=config.stride, bias=False)
+        self.stem_norm = operations.LayerNorm(dim, eps=config.stem_norm_eps)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, dim))
-        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.depth))
-        self.head_norm = nn.LayerNorm(dim, eps=config.norm_eps)
-        self.head_proj = nn.Linear(dim, config.out_dim, bias=False)
+        self.blocks = nn.ModuleList(_Block(config, operations) for _ in range(config.depth))
+        self.head_norm = operations.LayerNorm(dim, eps=config.norm_eps)
+        self.head_proj = operations.Linear(dim, config.out_dim, bias=False)
         self.register_buffer("log_logit_scale", torch.tensor(math.log(20.0)))
         self.reset_parameters()
         self.eval()
@@ -124,7 +135,8 @@ class ImageBindAudioEncoder(nn.Module):
     def reset_parameters(self) -> None:
         """Random ImageBind-style weights, for tests and benchmarks; real use always loads a checkpoint.
 
-        Uses only uniform-based initialisers, which stay cheap on the meta device the loaders build on.
+        Uses only uniform-based initialisers, which stay cheap on the meta device the loaders build on. Every
+        weight is set here, since a host's layer classes may skip their own initialisation (ComfyUI's do).
         """
         for module in self.modules():
             if isinstance(module, _Attention):
@@ -132,10 +144,13 @@ class ImageBindAudioEncoder(nn.Module):
                 module.in_proj_bias.zero_()
                 nn.init.trunc_normal_(module.bias_k, std=0.02)
                 nn.init.trunc_normal_(module.bias_v, std=0.02)
-            elif isinstance(module, nn.Linear):
+            elif isinstance(module, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
         nn.init.trunc_normal_(self.cls_token, std=self.config.embed_dim**-0.5)
         nn.init.trunc_normal_(self.pos_embed, std=self.config.embed_dim**-0.5)
 
@@ -149,7 +164,7 @@ class ImageBindAudioEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.stem.weight.device
+        return self.execution_device or self.stem.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -170,7 +185,8 @@ class ImageBindAudioEncoder(nn.Module):
         """The trunk's input tokens: patches (frequency-major), cls first, position embedding added."""
         x = self.stem(self._check_mel(mel)).flatten(2).transpose(1, 2)
         x = self.stem_norm(x)
-        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        cls = cast_to_input(self.cls_token, x).expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1) + cast_to_input(self.pos_embed, x)
 
     def trunk(self, mel: torch.Tensor) -> torch.Tensor:
         x = self.embed(mel)
@@ -184,7 +200,7 @@ class ImageBindAudioEncoder(nn.Module):
     def forward(self, mel: torch.Tensor) -> AudioEncoderOutput:
         trunk = self.trunk(mel)
         cls = self.head_proj(self.head_norm(trunk[:, 0]))
-        scale = self.log_logit_scale.exp().clamp(max=self.config.max_logit_scale)
+        scale = cast_to_input(self.log_logit_scale, cls).exp().clamp(max=self.config.max_logit_scale)
         return AudioEncoderOutput(
             tokens=self.final_norm(trunk),
             trunk=trunk,
@@ -204,23 +220,25 @@ class ImageBindAudioEncoder(nn.Module):
         source: str = "state dict",
         num_heads: int | None = None,
         config: ImageBindAudioConfig | None = None,
+        operations: Operations = nn,
     ) -> "ImageBindAudioEncoder":
         """Build from tensors in any supported layout (ImageBind, official AVSyncD, or ours).
 
         Sizes are read from the weights; the head count is not stored in them and defaults to embed_dim / 64
-        (ImageBind's head width) unless ``num_heads`` or a full ``config`` is given.
+        (ImageBind's head width) unless ``num_heads`` or a full ``config`` is given. ``operations`` are the layer
+        classes to build it from (every loader below takes them too).
         """
         state = canonical_state(tensors, source)
         config = config or infer_config(state, source, num_heads)
         state = {k: v if v.dtype == torch.float32 else v.float() for k, v in state.items()}
         with torch.device("meta"):
-            model = cls(config)
+            model = cls(config, operations)
         load_strict(model, state, source, f"the weights of a {config.depth}-block ImageBind audio branch")
         return model.requires_grad_(False).eval()
 
     @classmethod
     def from_imagebind_checkpoint(
-        cls, path: str | os.PathLike, num_heads: int | None = None
+        cls, path: str | os.PathLike, num_heads: int | None = None, operations: Operations = nn
     ) -> "ImageBindAudioEncoder":
         """Meta's imagebind_huge.pth (or any file with ``modality_*.audio.*`` keys, .pth or .safetensors)."""
         p = existing_path(path, "ImageBind checkpoint")
@@ -230,10 +248,12 @@ class ImageBindAudioEncoder(nn.Module):
                 f"{p} has no ImageBind audio weights (keys modality_trunks.audio.*); "
                 f"its keys look like {preview(sorted(tensors), 3)}."
             )
-        return cls.from_state_dict(tensors, str(p), num_heads)
+        return cls.from_state_dict(tensors, str(p), num_heads, operations=operations)
 
     @classmethod
-    def from_avsyncd_folder(cls, path: str | os.PathLike, num_heads: int | None = None) -> "ImageBindAudioEncoder":
+    def from_avsyncd_folder(
+        cls, path: str | os.PathLike, num_heads: int | None = None, operations: Operations = nn
+    ) -> "ImageBindAudioEncoder":
         """An official AVSyncD checkpoint root (with ``audio_encoder/``) or the ``audio_encoder/`` folder itself."""
         root = existing_path(path, "AVSyncD checkpoint")
         if not root.is_dir():
@@ -254,10 +274,10 @@ class ImageBindAudioEncoder(nn.Module):
                 f"{folder} has no audio encoder weights: expected audio_encoder/diffusion_pytorch_model.safetensors "
                 "(or .bin) as written by AVSyncD's save_pretrained."
             ) from None
-        return cls.from_state_dict(read_state_dict(weights), str(weights), num_heads)
+        return cls.from_state_dict(read_state_dict(weights), str(weights), num_heads, operations=operations)
 
     @classmethod
-    def from_safetensors(cls, path: str | os.PathLike) -> "ImageBindAudioEncoder":
+    def from_safetensors(cls, path: str | os.PathLike, operations: Operations = nn) -> "ImageBindAudioEncoder":
         """The compact audio-only file written by :meth:`save_safetensors`."""
         p = existing_path(path, "ImageBind audio file")
         metadata = read_safetensors_metadata(p)
@@ -274,22 +294,24 @@ class ImageBindAudioEncoder(nn.Module):
             config = ImageBindAudioConfig.from_dict(json.loads(metadata["config"]))
         except (KeyError, json.JSONDecodeError, TypeError) as err:
             raise CheckpointError(f"{p}: its config metadata is missing or broken ({err}).") from None
-        return cls.from_state_dict(read_state_dict(p), str(p), config=config)
+        return cls.from_state_dict(read_state_dict(p), str(p), config=config, operations=operations)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, num_heads: int | None = None) -> "ImageBindAudioEncoder":
+    def from_file(
+        cls, path: str | os.PathLike, num_heads: int | None = None, operations: Operations = nn
+    ) -> "ImageBindAudioEncoder":
         """Any supported source: an AVSyncD folder, imagebind_huge.pth, or a .safetensors file of any layout."""
         p = existing_path(path, "ImageBind checkpoint")
         if p.is_dir():
-            return cls.from_avsyncd_folder(p, num_heads)
+            return cls.from_avsyncd_folder(p, num_heads, operations)
         if p.suffix == ".safetensors" and read_safetensors_metadata(p).get("format") == FORMAT_NAME:
-            return cls.from_safetensors(p)
+            return cls.from_safetensors(p, operations)
         if p.suffix not in WEIGHT_SUFFIXES:
             raise CheckpointError(
                 f"{p}: unsupported file type {p.suffix or '(none)'}; expected an AVSyncD checkpoint folder, "
                 "imagebind_huge.pth (.pth/.pt/.bin/.ckpt) or a .safetensors file."
             )
-        return cls.from_state_dict(read_state_dict(p, audio_keys_only), str(p), num_heads)
+        return cls.from_state_dict(read_state_dict(p, audio_keys_only), str(p), num_heads, operations=operations)
 
     def state_dict_in_layout(self, layout: str) -> dict[str, torch.Tensor]:
         """The weights under official names: "imagebind" (imagebind_huge.pth) or "avsyncd" (audio_encoder/)."""
@@ -302,8 +324,8 @@ class ImageBindAudioEncoder(nn.Module):
         }
         if layout == "avsyncd":
             dim = self.config.embed_dim
-            state["final_layer_norm.weight"] = torch.ones(dim, dtype=self.dtype, device=self.device)
-            state["final_layer_norm.bias"] = torch.zeros(dim, dtype=self.dtype, device=self.device)
+            state["final_layer_norm.weight"] = torch.ones(dim, dtype=self.dtype, device=self.stem.weight.device)
+            state["final_layer_norm.bias"] = torch.zeros(dim, dtype=self.dtype, device=self.stem.weight.device)
             return state
         avsyncd_to_imagebind = {v: k for k, v in IMAGEBIND_PREFIXES.items()}
         out = {}
