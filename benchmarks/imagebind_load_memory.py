@@ -16,17 +16,18 @@ Usage: python benchmarks/imagebind_load_memory.py [--workdir DIR] [--other-gb 4.
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from peak_memory import measure_modes, peak_mb, print_peaks  # noqa: E402
+from peak_memory import files_in, measure_modes, peak_mb, print_peaks  # noqa: E402
+from peak_memory import parser as benchmark_parser  # noqa: E402
+
+PTH = "imagebind_huge_shaped.pth"
+COMPACT = "imagebind_audio.safetensors"
 
 
 def _measure(mode: str, workdir: Path) -> None:
@@ -40,15 +41,15 @@ def _measure(mode: str, workdir: Path) -> None:
     if mode == "baseline":
         pass
     elif mode == "naive":
-        state = torch.load(workdir / "imagebind_huge_shaped.pth", map_location="cpu", weights_only=True)
+        state = torch.load(workdir / PTH, map_location="cpu", weights_only=True)
         assert len(state) > 0
     else:
         if mode == "alone":
             encoder = ImageBindAudioEncoder(ImageBindAudioConfig())
         elif mode == "pth":
-            encoder = ImageBindAudioEncoder.from_imagebind_checkpoint(workdir / "imagebind_huge_shaped.pth")
+            encoder = ImageBindAudioEncoder.from_imagebind_checkpoint(workdir / PTH)
         elif mode == "compact":
-            encoder = ImageBindAudioEncoder.from_safetensors(workdir / "imagebind_audio.safetensors")
+            encoder = ImageBindAudioEncoder.from_safetensors(workdir / COMPACT)
         else:
             raise SystemExit(f"unknown mode {mode}")
         with torch.no_grad():
@@ -75,42 +76,25 @@ def _write_checkpoints(workdir: Path, other_gb: float) -> None:
     chunk = 16 * 1024 * 1024  # float32 elements = 64 MiB
     for i in range(max(0, round(other_gb * 1024 / 64))):
         others[f"modality_trunks.vision.blocks.{i}.mlp.fc1.weight"] = torch.zeros(chunk // 1024, 1024)
-    torch.save({**others, **state}, workdir / "imagebind_huge_shaped.pth")
-    encoder.save_safetensors(workdir / "imagebind_audio.safetensors")
+    torch.save({**others, **state}, workdir / PTH)
+    encoder.save_safetensors(workdir / COMPACT)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write the test checkpoints")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--other-gb", type=float, default=4.1, help="size of the dummy non-audio tensors")
-    parser.add_argument("--keep", action="store_true", help="keep the written checkpoints")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write:
         _write_checkpoints(args.workdir, args.other_gb)
-        return
-    if args.measure:
+    elif args.measure:
         _measure(args.measure, args.workdir)
-        return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_ib_bench_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    pth = workdir / "imagebind_huge_shaped.pth"
-    if not pth.exists():
-        print(f"writing a {args.other_gb:.1f} GB + audio-branch checkpoint to {workdir} ...", flush=True)
-        subprocess.run(
-            [sys.executable, __file__, "--write", "--workdir", str(workdir), "--other-gb", str(args.other_gb)],
-            check=True,
-        )
-    print(
-        f"checkpoint: {pth.stat().st_size / 2**30:.2f} GiB, compact audio file: "
-        f"{(workdir / 'imagebind_audio.safetensors').stat().st_size / 2**20:.0f} MiB"
-    )
-    print_peaks(measure_modes(__file__, workdir, ("baseline", "alone", "pth", "compact", "naive")))
-    if not args.keep and args.workdir is None:
-        for f in workdir.iterdir():
-            f.unlink()
-        workdir.rmdir()
+    else:
+        with files_in(__file__, args, PTH, "--other-gb", str(args.other_gb)) as workdir:
+            print(
+                f"checkpoint: {(workdir / PTH).stat().st_size / 2**30:.2f} GiB, compact audio file: "
+                f"{(workdir / COMPACT).stat().st_size / 2**20:.0f} MiB"
+            )
+            print_peaks(measure_modes(__file__, workdir, ("baseline", "alone", "pth", "compact", "naive")))
 
 
 if __name__ == "__main__":

@@ -17,16 +17,14 @@ Usage: python benchmarks/imagebind_vision_load_memory.py [--workdir DIR] [--othe
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peak_memory import measure_modes, peak_mb, print_peaks  # noqa: E402
+from peak_memory import files_in, measure_modes, peak_mb, print_peaks  # noqa: E402
+from peak_memory import parser as benchmark_parser  # noqa: E402
 
 PTH = "imagebind_huge_shaped.pth"
 COMPACT = "imagebind_vision_audio.safetensors"
@@ -92,36 +90,20 @@ def _write_checkpoints(workdir: Path, other_gb: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write the test checkpoints")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--other-gb", type=float, default=1.6, help="size of the dummy tensors of the other branches")
-    parser.add_argument("--keep", action="store_true", help="keep the written checkpoints")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write:
         _write_checkpoints(args.workdir, args.other_gb)
-        return
-    if args.measure:
+    elif args.measure:
         _measure(args.measure, args.workdir)
-        return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_ib_vision_bench_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / PTH).exists():
-        print(f"writing a huge-shaped ImageBind checkpoint ({args.other_gb:.1f} GB of other branches) to {workdir} ...")
-        subprocess.run(
-            [sys.executable, __file__, "--write", "--workdir", str(workdir), "--other-gb", str(args.other_gb)],
-            check=True,
-        )
-    print(
-        f"checkpoint: {(workdir / PTH).stat().st_size / 2**30:.2f} GiB, compact vision+audio file: "
-        f"{(workdir / COMPACT).stat().st_size / 2**30:.2f} GiB"
-    )
-    print_peaks(measure_modes(__file__, workdir, ("baseline", "alone", "pth", "compact", "naive")))
-    if not args.keep and args.workdir is None:
-        for f in workdir.iterdir():
-            f.unlink()
-        workdir.rmdir()
+    else:
+        with files_in(__file__, args, PTH, "--other-gb", str(args.other_gb)) as workdir:
+            print(
+                f"checkpoint: {(workdir / PTH).stat().st_size / 2**30:.2f} GiB, compact vision+audio file: "
+                f"{(workdir / COMPACT).stat().st_size / 2**30:.2f} GiB"
+            )
+            print_peaks(measure_modes(__file__, workdir, ("baseline", "alone", "pth", "compact", "naive")))
 
 
 if __name__ == "__main__":

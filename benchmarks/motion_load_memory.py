@@ -16,17 +16,14 @@ Usage: python benchmarks/motion_load_memory.py [--workdir DIR] [--keep]
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peak_memory import measure_modes, peak_mb, print_peaks  # noqa: E402
+from peak_memory import files_in, measure_modes, peak_mb, print_peaks  # noqa: E402
+from peak_memory import parser as benchmark_parser  # noqa: E402
 
 SAFETENSORS = "motion_sd15_fp32.safetensors"
 BIN = "motion_sd15_fp32.bin"
@@ -60,25 +57,15 @@ def _write(workdir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--keep", action="store_true", help="keep the written files in --workdir")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__).parse_args()
     if args.write:
         _write(args.workdir)
-        return
-    if args.measure:
+    elif args.measure:
         _measure(args.measure, args.workdir)
-        return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_motion_mem_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        if not (workdir / BIN).is_file():  # in a subprocess: a child's peak RSS starts at its parent's
-            subprocess.run([sys.executable, __file__, "--write", "--workdir", str(workdir)], check=True)
-        rows = measure_modes(__file__, workdir, ("baseline", *MODES))
-        print(f"files: {(workdir / SAFETENSORS).stat().st_size / 2**20:.0f} MiB each (fp32)")
+    else:
+        with files_in(__file__, args, BIN) as workdir:
+            print(f"files: {(workdir / SAFETENSORS).stat().st_size / 2**20:.0f} MiB each (fp32)")
+            rows = measure_modes(__file__, workdir, ("baseline", *MODES))
         print_peaks(rows)
         base = rows["baseline"]["peak_mb"]
         for mode in MODES:
@@ -86,9 +73,6 @@ def main() -> None:
             print(f"{mode}: module {module:.0f} MiB, {(rows[mode]['peak_mb'] - base) / module:.2f} x the module")
         ratio = (rows["fp16"]["peak_mb"] - base) / rows["fp16"]["module_mb"]
         print(f"goal (fp16 load <= 1.10 x the fp16 module): {'met' if ratio <= 1.10 else 'NOT met'} ({ratio:.2f})")
-    finally:
-        if not args.keep and not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,50 @@
 """The memory benchmarks' runner: each mode in a fresh process, since peak resident memory is per process.
 
-A benchmark script answers ``SCRIPT --measure MODE --workdir DIR`` with one JSON line holding at least
-``peak_mb`` (from :func:`peak_mb`) and ``seconds``; :func:`measure_modes` runs it once per mode and
+A benchmark script takes :func:`parser`'s arguments. ``SCRIPT --write --workdir DIR`` writes its files (run by
+:func:`files_in`, once); ``SCRIPT --measure MODE --workdir DIR`` prints one JSON line holding at least
+``peak_mb`` (from :func:`peak_mb`) and ``seconds``. :func:`measure_modes` runs it once per mode and
 :func:`print_peaks` prints each peak above the first mode, the baseline.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every memory benchmark takes; a script adds its own."""
+    out = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    out.add_argument("--workdir", type=Path, default=None, help="where to write the files (kept there)")
+    out.add_argument("--keep", action="store_true", help="keep the files written to a temporary folder")
+    out.add_argument("--measure", help=argparse.SUPPRESS)
+    out.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
+    return out
+
+
+@contextmanager
+def files_in(script: str, args: argparse.Namespace, first_file: str, *write_args: str) -> Iterator[Path]:
+    """The folder of the benchmark's files: ``--workdir`` or a temporary one, removed afterwards unless
+    ``--keep``. Missing files (``first_file`` absent) are written by ``script --write`` in a subprocess, since a
+    child's peak resident memory starts at its parent's."""
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="avsync_bench_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if not (folder / first_file).exists():
+            print(f"writing the benchmark's files to {folder} ...", flush=True)
+            subprocess.run([sys.executable, script, "--write", "--workdir", str(folder), *write_args], check=True)
+        yield folder
+    finally:
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def peak_mb() -> float:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import pytest
 import torch
@@ -1229,13 +1230,31 @@ def _weight_patches(patched) -> None:
     owner.add_patches({name: (0.5 * torch.randn(state[name].shape, generator=g),) for name in names}, 1.0)
 
 
-def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches(
-    tiny, motion, audio, first, text, monkeypatch
-):
+@contextlib.contextmanager
+def comfy_partial_load() -> Iterator[None]:
+    """ComfyUI's low-VRAM path on any machine: every model is loaded through ComfyUI's own partial-load API with a
+    0.1-byte budget (what --novram gives), so each comfy.ops layer keeps its weight offloaded and casts it per call.
+    """
+    import comfy.model_management
+
+    original = comfy.model_management.LoadedModel.model_load
+
+    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        return original(self, 0.1, force_patch_weights)
+
+    comfy.model_management.unload_all_models()
+    comfy.model_management.LoadedModel.model_load = partial_load
+    try:
+        yield
+    finally:
+        comfy.model_management.LoadedModel.model_load = original
+        comfy.model_management.unload_all_models()
+
+
+def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches(tiny, motion, audio, first, text):
     """ComfyUI's low-VRAM path: every model loaded with a 0.1-byte budget (what --novram gives), so each comfy.ops
     layer keeps its weight offloaded and casts it, with its LoRA-style patches, on every call. The animation must
     be the fully loaded one."""
-    import comfy.model_management
     from comfyui_avsync.nodes.patching import KEY
 
     plain = run_avsync(apply(tiny.base.clone(), motion), audio, first, text)
@@ -1244,14 +1263,7 @@ def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches
     full = run_avsync(full_model, audio, first, text)
     assert not torch.allclose(full, plain, atol=1e-3), "the weight patches change the animation"
 
-    original = comfy.model_management.LoadedModel.model_load
-
-    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
-        return original(self, 0.1, force_patch_weights)
-
-    comfy.model_management.unload_all_models()
-    monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load", partial_load)
-    try:
+    with comfy_partial_load():
         low_model = apply(tiny.base.clone(), motion)
         _weight_patches(low_model)
         low = run_avsync(low_model, audio, first, text)
@@ -1260,13 +1272,10 @@ def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches
         assert owner.model.model_lowvram and len(streamed) == sum(
             1 for m in owner.model.modules() if hasattr(m, "comfy_cast_weights")
         )
-    finally:
-        monkeypatch.undo()
-        comfy.model_management.unload_all_models()
     assert_close_rel(low, full, 1e-6, "partially loaded vs fully loaded")
 
 
-def test_audio_encoder_is_owned_by_comfy_and_streams_under_its_partial_load(encoder, monkeypatch):
+def test_audio_encoder_is_owned_by_comfy_and_streams_under_its_partial_load(encoder):
     """The loader builds ImageBind from comfy.ops layers; Encode Audio hands it to load_models_gpu through its one
     ModelPatcher. With a 0.1-byte budget every cast-aware layer stays offloaded and casts per call (the packed
     attention projections, extra key/value and embeddings are cast where they are used), and the tokens are the
@@ -1286,20 +1295,10 @@ def test_audio_encoder_is_owned_by_comfy_and_streams_under_its_partial_load(enco
     assert patcher in [m.model for m in comfy.model_management.current_loaded_models]
     assert not patcher.model.model_lowvram
 
-    original = comfy.model_management.LoadedModel.model_load
-
-    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
-        return original(self, 0.1, force_patch_weights)
-
-    comfy.model_management.unload_all_models()
-    monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load", partial_load)
-    try:
+    with comfy_partial_load():
         low = encode(encoder, seconds=3.0, max_windows=2)
         assert patcher.model.model_lowvram
         assert all(m.comfy_cast_weights for m in cast_aware), "every layer streams its weights"
-    finally:
-        monkeypatch.undo()
-        comfy.model_management.unload_all_models()
     assert torch.equal(low.tokens, full.tokens) and torch.equal(low.null_tokens, full.null_tokens)
 
 
