@@ -1,14 +1,15 @@
 """Peak memory of loading an SD1.5-size AVSyncD motion module (309.8 M parameters) as fp16 from an fp32 file.
 
 Writes (once, into --workdir) the motion module with random fp32 weights at SD1.5 size (about 1.24 GB) twice:
-as this project's safetensors file and as an official-style torch ``.bin`` (the format of the released
-``unet/diffusion_pytorch_model.bin``). Then measures in fresh subprocesses the peak resident memory
-(``ru_maxrss``, which counts the pages of a memory-mapped file that were read) above the process's baseline:
+as a safetensors file (ours; diffusers' ``save_pretrained`` writes the same format, so official folders load
+the same way) and as a torch ``.bin`` (``diffusion_pytorch_model.bin`` of older diffusers versions). Then
+measures in fresh subprocesses the peak resident memory (``ru_maxrss``, which counts the pages of a
+memory-mapped file that were read) above the process's baseline:
 
   baseline   import torch + avsync_core, nothing else
   fp16       load_motion_module(safetensors, dtype=float16): what the ComfyUI loader does for an fp16 UNet
   fp32       load_motion_module(safetensors): the file's own dtype, for comparison
-  fp16-bin   load_motion_module(.bin, dtype=float16): the official file format
+  fp16-bin   load_motion_module(.bin, dtype=float16): a torch .bin file
 
 Goal: the fp16 load costs at most the fp16 module plus 10 %.
 Usage: python benchmarks/motion_load_memory.py [--workdir DIR] [--keep]
