@@ -24,7 +24,14 @@ from .motion_io import load_motion_module
 from .motion_module import MotionConfig
 from .sampling import make_scheduler, sample_long_video_latents
 from .sd15 import move_module
-from .sd15.components import encode_prompts, load_text_encoder, load_tokenizer, load_vae
+from .sd15.components import (
+    encode_prompts,
+    load_text_encoder,
+    load_tokenizer,
+    load_vae,
+    vae_factor,
+    vae_latent_scale,
+)
 from .sd15.unet import load_sd15_unet
 from .unet import AVSyncUNet
 from .video import center_crop_resize
@@ -39,14 +46,6 @@ class AnimationModels:
     audio_encoder: ImageBindAudioEncoder
     text_encoder: torch.nn.Module
     tokenizer: object
-
-    @property
-    def latent_scale(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def encode_prompts(self, prompts: list[str]) -> Tensor:
         return encode_prompts(self.text_encoder, self.tokenizer, prompts)
@@ -139,13 +138,13 @@ def load_image(path: str | os.PathLike, size: int) -> Tensor:
 def encode_image(vae: AutoencoderKL, image: Tensor) -> Tensor:
     """(b, c, h, w) float32 first-frame latents: the VAE posterior's mean, scaled (as validation does)."""
     pixels = image.to(vae.device, vae.dtype) * 2.0 - 1.0
-    return vae.encode(pixels).latent_dist.mean.float() * float(vae.config.scaling_factor)
+    return vae.encode(pixels).latent_dist.mean.float() * vae_latent_scale(vae)
 
 
 @torch.no_grad()
 def decode_latents(vae: AutoencoderKL, latents: Tensor) -> Tensor:
     """(1, c, F, h, w) latents -> (F, 3, H, W) float frames in [0, 1], one frame at a time to bound memory."""
-    scale = float(vae.config.scaling_factor)
+    scale = vae_latent_scale(vae)
     frames = []
     for f in range(latents.shape[2]):
         image = vae.decode((latents[:, :, f] / scale).to(vae.device, vae.dtype)).sample
@@ -154,9 +153,10 @@ def decode_latents(vae: AutoencoderKL, latents: Tensor) -> Tensor:
 
 
 def check_size(models: AnimationModels, size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < models.vae_factor or size % models.vae_factor:
+    factor = vae_factor(models.vae)
+    if isinstance(size, bool) or not isinstance(size, int) or size < factor or size % factor:
         raise InvalidInputError(
-            f"--size must be a positive multiple of {models.vae_factor} (the VAE's downscale), got {size!r}; the paper "
+            f"--size must be a positive multiple of {factor} (the VAE's downscale), got {size!r}; the paper "
             "animates at 256."
         )
 

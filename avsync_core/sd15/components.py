@@ -82,6 +82,16 @@ def load_vae(
     return move_module(vae, device, dtype).eval().requires_grad_(False)
 
 
+def vae_latent_scale(vae: AutoencoderKL) -> float:
+    """The factor between the VAE posterior and the latents the UNet works in (0.18215 for SD1.5)."""
+    return float(vae.config.scaling_factor)
+
+
+def vae_factor(vae: AutoencoderKL) -> int:
+    """How many pixels one latent covers along each side (8 for SD1.5)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def vae_ldm_name(name: str, num_levels: int) -> str:
     """The LDM (single-file) name of a diffusers ``AutoencoderKL`` parameter."""
     name = re.sub(r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out.", name)

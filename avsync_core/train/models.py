@@ -32,6 +32,8 @@ from ..sd15.components import (
     load_text_encoder,
     load_tokenizer,
     load_vae,
+    vae_factor,
+    vae_latent_scale,
 )
 from ..sd15.unet import SD15_UNET_CONFIG, load_sd15_unet
 from ..unet import AVSyncUNet
@@ -80,11 +82,11 @@ class TrainModels:
 
     @property
     def latent_scale(self) -> float:
-        return float(self.vae.config.scaling_factor)
+        return vae_latent_scale(self.vae)
 
     @property
     def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_factor(self.vae)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         if self.text_encoder is None or self.tokenizer is None:
