@@ -1232,23 +1232,34 @@ def _weight_patches(patched) -> None:
 
 @contextlib.contextmanager
 def comfy_partial_load() -> Iterator[None]:
-    """ComfyUI's low-VRAM path on any machine: every model is loaded through ComfyUI's own partial-load API with a
-    0.1-byte budget (what --novram gives), so each comfy.ops layer keeps its weight offloaded and casts it per call.
-    """
-    import comfy.model_management
+    """ComfyUI's low-VRAM path on any machine, as under --lowvram with almost no free VRAM: every model that
+    load_models_gpu loads gets a 0.1-byte budget through ComfyUI's own partial-load API, so each comfy.ops layer
+    keeps its weight offloaded and casts it per call, unless the caller forces a full load."""
+    import inspect
 
-    original = comfy.model_management.LoadedModel.model_load
+    import comfy.model_management as mm
 
-    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
-        return original(self, 0.1, force_patch_weights)
+    original_load_models, original_model_load = mm.load_models_gpu, mm.LoadedModel.model_load
+    forced: list[bool] = []
 
-    comfy.model_management.unload_all_models()
-    comfy.model_management.LoadedModel.model_load = partial_load
+    def load_models_gpu(*args, **kwargs):
+        bound = inspect.signature(original_load_models).bind(*args, **kwargs)
+        forced.append(bool(bound.arguments.get("force_full_load", False)))
+        try:
+            return original_load_models(*args, **kwargs)
+        finally:
+            forced.pop()
+
+    def model_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        return original_model_load(self, 0 if forced and forced[-1] else 0.1, force_patch_weights)
+
+    mm.unload_all_models()
+    mm.load_models_gpu, mm.LoadedModel.model_load = load_models_gpu, model_load
     try:
         yield
     finally:
-        comfy.model_management.LoadedModel.model_load = original
-        comfy.model_management.unload_all_models()
+        mm.load_models_gpu, mm.LoadedModel.model_load = original_load_models, original_model_load
+        mm.unload_all_models()
 
 
 def test_motion_module_streams_under_comfys_partial_load_with_its_weight_patches(tiny, motion, audio, first, text):
