@@ -20,8 +20,9 @@ from .audio import AudioCondition, ImageBindAudioEncoder, Waveform, encode_audio
 from .audio.mel import CLIP_SECONDS
 from .audio.segments import MAX_FRAMES
 from .errors import AVSyncError, CheckpointError, InvalidInputError
-from .motion_io import load_motion_module
-from .motion_module import MotionConfig
+from .model.motion_files import load_motion_module
+from .model.motion_module import MotionConfig
+from .model.unet import AVSyncUNet
 from .sampling import make_scheduler, sample_long_video_latents
 from .sd15 import move_module
 from .sd15.components import (
@@ -33,7 +34,6 @@ from .sd15.components import (
     vae_latent_scale,
 )
 from .sd15.unet import load_sd15_unet
-from .unet import AVSyncUNet
 from .video import center_crop_resize
 
 Tensor = torch.Tensor

@@ -34,7 +34,7 @@ MODES = {"fp16": (SAFETENSORS, "float16"), "fp32": (SAFETENSORS, "float32"), "fp
 def _measure(mode: str, workdir: Path) -> None:
     import torch
 
-    from avsync_core.motion_io import load_motion_module
+    from avsync_core.model.motion_files import load_motion_module
 
     result = {"mode": mode, "module_mb": 0.0}
     t0 = time.perf_counter()
@@ -48,8 +48,8 @@ def _measure(mode: str, workdir: Path) -> None:
 def _write(workdir: Path) -> None:
     import torch
 
-    from avsync_core.motion_io import save_motion_module
-    from avsync_core.motion_module import MotionModule
+    from avsync_core.model.motion_files import save_motion_module
+    from avsync_core.model.motion_module import MotionModule
 
     torch.manual_seed(0)
     motion = MotionModule(zero_init=False)

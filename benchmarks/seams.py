@@ -23,10 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avsync_core.audio import Waveform, encode_audio_condition  # noqa: E402
+from avsync_core.model.unet import AVSyncUNet  # noqa: E402
 from avsync_core.pipeline import decode_latents  # noqa: E402
 from avsync_core.sampling import make_scheduler, sample_long_video_latents  # noqa: E402
 from avsync_core.train.models import random_parts  # noqa: E402
-from avsync_core.unet import AVSyncUNet  # noqa: E402
 
 
 def consecutive_differences(frames: torch.Tensor, per_clip: int) -> tuple[float, float]:

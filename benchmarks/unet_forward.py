@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avsync_core.additions import TemporalConvMix  # noqa: E402
+from avsync_core.model.additions import TemporalConvMix  # noqa: E402
+from avsync_core.model.unet import AVSyncUNet  # noqa: E402
 from avsync_core.sd15 import move_module  # noqa: E402
 from avsync_core.sd15.unet import SD15_UNET_CONFIG  # noqa: E402
-from avsync_core.unet import AVSyncUNet  # noqa: E402
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import comfy.model_management
 import comfy.ops
 
-from ..avsync_core.motion_io import MotionModuleInfo, load_motion_module
-from ..avsync_core.motion_module import MotionModule
+from ..avsync_core.model.motion_files import MotionModuleInfo, load_motion_module
+from ..avsync_core.model.motion_module import MotionModule
 from . import model_paths
 from .patching import apply_avsync
 from .types import CATEGORY, MOTION_MODULE

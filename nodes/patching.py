@@ -28,12 +28,12 @@ import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 
-from ..avsync_core.additions import AudioContext, frame_group_norm
 from ..avsync_core.errors import AVSyncError, CheckpointError
-from ..avsync_core.motion_module import MotionModule
+from ..avsync_core.model.additions import AudioContext, frame_group_norm
+from ..avsync_core.model.motion_module import MotionModule
+from ..avsync_core.model.unet_layout import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
 from ..avsync_core.sampling.run import SamplingRun
 from ..avsync_core.sd15.family import check_base_fits
-from ..avsync_core.unet_layout import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
 from .ownership import owner
 
 KEY = "avsyncd"  # additional-models / wrapper key

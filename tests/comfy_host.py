@@ -830,8 +830,8 @@ def api_prompt_sd15_txt2img(
 
 def write_random_motion_module(path: Path) -> Path:
     """A full-size SD1.5 AVSyncD motion module with small random weights, in fp16 (about 620 MB)."""
-    from avsync_core.motion_io import save_motion_module
-    from avsync_core.motion_module import MotionConfig, MotionModule
+    from avsync_core.model.motion_files import save_motion_module
+    from avsync_core.model.motion_module import MotionConfig, MotionModule
 
     with torch.device("meta"):
         motion = MotionModule(MotionConfig())

@@ -71,13 +71,13 @@ def official_tiny_c(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def unet_tiny_a(official_tiny_a):
     """Shared across tests: never modify it; load your own copy when a test needs to change weights."""
-    from avsync_core.unet import AVSyncUNet
+    from avsync_core.model.unet import AVSyncUNet
 
     return AVSyncUNet.from_official(official_tiny_a)
 
 
 @pytest.fixture(scope="session")
 def unet_tiny_c(official_tiny_c):
-    from avsync_core.unet import AVSyncUNet
+    from avsync_core.model.unet import AVSyncUNet
 
     return AVSyncUNet.from_official(official_tiny_c)

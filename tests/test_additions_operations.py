@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from avsync_core.additions import AudioContext
-from avsync_core.motion_io import load_motion_module
+from avsync_core.model.additions import AudioContext
+from avsync_core.model.motion_files import load_motion_module
 from conftest import assert_close_rel, load_golden
 
 FRAMES = 6

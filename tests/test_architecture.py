@@ -91,7 +91,7 @@ def test_comfyui_entry_imports_without_diffusers():
     assert {
         "comfyui_avsync.nodes.patching",
         "comfyui_avsync.nodes.guider",
-        "comfyui_avsync.avsync_core.motion_io",
+        "comfyui_avsync.avsync_core.model.motion_files",
         "comfyui_avsync.avsync_core.sampling.run",
     } <= loaded
-    assert not loaded & {"comfyui_avsync.avsync_core.unet", "comfyui_avsync.avsync_core.sampling.loop"}
+    assert not loaded & {"comfyui_avsync.avsync_core.model.unet", "comfyui_avsync.avsync_core.sampling.loop"}

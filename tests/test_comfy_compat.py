@@ -164,7 +164,7 @@ def test_the_guider_hands_newer_host_keywords_on(compat, official_tiny_c, monkey
     """Newer ComfyUI calls inner_sample(..., latent_shapes=...); the override must pass it to the base class."""
     import comfy.samplers
     from comfyui_avsync.avsync_core.audio import AudioCondition
-    from comfyui_avsync.avsync_core.motion_io import load_motion_module
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
     from comfyui_avsync.nodes.guider import AVSyncCFGGuider
     from comfyui_avsync.nodes.patching import apply_avsync
 

@@ -70,7 +70,7 @@ def models_root(pack, official_tiny_c, golden, tmp_path_factory):
     """models/avsyncd (the official-layout folder tiny_c, and the same weights as our file), models/imagebind
     (the tiny ImageBind as our compact file) and an empty models/loras."""
     from comfyui_avsync.avsync_core.audio import ImageBindAudioEncoder
-    from comfyui_avsync.avsync_core.motion_io import load_motion_module, save_motion_module
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module, save_motion_module
 
     root = tmp_path_factory.mktemp("avsync_models")
     for sub in ("avsyncd", "imagebind", "loras"):
@@ -741,8 +741,8 @@ def _foreign_model_config(family: str):
 @pytest.mark.parametrize("family", ["SD2", "SDXL", "SD3", "Flux"])
 def test_motion_module_on_a_non_sd15_model_names_the_input_and_the_fix(pack, motion, family):
     from comfyui_avsync.avsync_core.errors import CheckpointError
-    from comfyui_avsync.avsync_core.motion_io import MotionModuleInfo
-    from comfyui_avsync.avsync_core.motion_module import MotionConfig, MotionModule
+    from comfyui_avsync.avsync_core.model.motion_files import MotionModuleInfo
+    from comfyui_avsync.avsync_core.model.motion_module import MotionConfig, MotionModule
 
     with torch.device("meta"):
         full_size = MotionModule(MotionConfig())
@@ -1094,7 +1094,7 @@ def test_pass_through_patches_of_other_nodes_leave_the_animation_unchanged(tiny,
 def test_a_later_middle_patch_is_part_of_the_stream_temporal_attention_reads(tiny, motion, audio, first, text):
     """Temporal attention must continue from the stream ComfyUI's block has after attn2 (x + n), including what a
     middle_patch of another node, added after AVSyncD, did to x."""
-    from comfyui_avsync.avsync_core.additions import BlockAdditions
+    from comfyui_avsync.avsync_core.model.additions import BlockAdditions
 
     block = tiny.base.get_model_object("diffusion_model.input_blocks.1.1.transformer_blocks.0")
     seen: dict = {}
@@ -1319,7 +1319,7 @@ def test_half_precision_motion_weights_in_one_copy_stay_near_fp32(tiny, official
     fp32 weights: 2e-3 (fp16) and 1.5e-2 (bf16) of the largest latent, about 4 units of the dtype's roundoff
     (measured: 8.6e-4 and 5.5e-3)."""
     import comfy.ops
-    from comfyui_avsync.avsync_core.motion_io import load_motion_module
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
 
     dtype = getattr(torch, dtype)
     reference_motion = load_motion_module(official_tiny_c, operations=comfy.ops.manual_cast)

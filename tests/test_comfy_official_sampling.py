@@ -26,7 +26,7 @@ CASES = {"ddim": "sampler_c_ddim_audio_cfg", "pndm": "sampler_c_pndm_audio_cfg"}
 def patched(official_tiny_c):
     comfy_host.import_comfy()
     comfy_host.load_plugin_package()
-    from comfyui_avsync.avsync_core.motion_io import load_motion_module
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
     from comfyui_avsync.nodes.patching import apply_avsync
 
     base, _ = comfy_host.build_comfy_tiny_unet(golden_dir())

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.host
 def host(official_tiny_c):
     comfy_host.import_comfy()
     pkg = comfy_host.load_plugin_package()
-    from comfyui_avsync.avsync_core.motion_io import load_motion_module
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
 
     base, _ = comfy_host.build_comfy_tiny_unet(golden_dir())
     motion, _ = load_motion_module(official_tiny_c)

@@ -33,7 +33,7 @@ def setup(official_tiny_c):
     comfy_host.import_comfy()
     comfy_host.load_plugin_package()
     from comfyui_avsync.avsync_core.audio.condition import AudioCondition
-    from comfyui_avsync.avsync_core.motion_io import load_motion_module
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
     from comfyui_avsync.nodes.patching import apply_avsync
 
     base, unet_config = comfy_host.build_comfy_tiny_unet(golden_dir())

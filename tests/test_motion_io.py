@@ -9,16 +9,16 @@ from safetensors.torch import load_file, save_file
 
 from avsync_core import CheckpointError
 from avsync_core.checkpoints import read_state_dict
-from avsync_core.motion_io import (
+from avsync_core.model.motion_files import (
     FORMAT,
     extract_motion_module,
     load_motion_module,
     read_motion_state,
     save_motion_module,
 )
-from avsync_core.motion_module import MotionModule, is_motion_key
+from avsync_core.model.motion_module import MotionModule, is_motion_key
+from avsync_core.model.unet import AVSyncUNet
 from avsync_core.sd15.unet import load_sd15_unet
-from avsync_core.unet import AVSyncUNet
 from conftest import load_golden
 
 

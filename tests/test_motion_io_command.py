@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from avsync_core.audio import ImageBindAudioEncoder
-from avsync_core.motion_io import load_motion_module, main
-from avsync_core.motion_module import is_motion_key
+from avsync_core.model.motion_files import load_motion_module
+from avsync_core.model.motion_module import is_motion_key
+from avsync_core.motion_io import main
 from conftest import REPO_ROOT, golden_dir, load_golden
 
 

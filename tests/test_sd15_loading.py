@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 from avsync_core import CheckpointError
-from avsync_core.motion_module import MotionConfig, is_motion_key
-from avsync_core.official import base_config_from_official
+from avsync_core.model.motion_module import MotionConfig, is_motion_key
+from avsync_core.model.official import base_config_from_official
+from avsync_core.model.unet_layout import diffusers_to_ldm_key, unet_module_map
 from avsync_core.sd15.unet import LDM_UNET_PREFIX, SD15_UNET_CONFIG, load_sd15_unet
-from avsync_core.unet_layout import diffusers_to_ldm_key, unet_module_map
 from conftest import load_golden, load_golden_json
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from avsync_core.motion_io import load_motion_module
+from avsync_core.model.motion_files import load_motion_module
+from avsync_core.model.unet import AVSyncUNet
 from avsync_core.train import checkpointing
 from avsync_core.train.__main__ import main
 from avsync_core.train.config import load_config
@@ -19,7 +20,6 @@ from avsync_core.train.logs import read_log
 from avsync_core.train.models import build_models
 from avsync_core.train.processes import DistContext
 from avsync_core.train.trainer import Trainer
-from avsync_core.unet import AVSyncUNet
 from avsync_core.video import probe_video, read_frames
 from tests.synthetic_av import make_synthetic_dataset, write_click_flash_video
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from avsync_core.errors import InvalidInputError
+from avsync_core.model.unet import AVSyncUNet
 from avsync_core.train.loss import diffusion_loss, draw_for_samples, sample_seed, training_alphas_cumprod
-from avsync_core.unet import AVSyncUNet
 from conftest import assert_close_rel, load_golden, load_golden_json
 
 REL = 1e-4

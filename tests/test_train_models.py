@@ -13,7 +13,8 @@ from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
 from avsync_core.errors import CheckpointError
-from avsync_core.motion_io import save_motion_module
+from avsync_core.model.motion_files import save_motion_module
+from avsync_core.model.unet import AVSyncUNet
 from avsync_core.sd15.components import (
     SD15_VAE_CONFIG,
     load_text_encoder,
@@ -23,7 +24,6 @@ from avsync_core.sd15.components import (
 )
 from avsync_core.train.config import load_config
 from avsync_core.train.models import TINY_TEXT_CONFIG, TINY_VAE_CONFIG, build_models, byte_level_tokenizer
-from avsync_core.unet import AVSyncUNet
 from conftest import load_golden
 
 CPU = torch.device("cpu")

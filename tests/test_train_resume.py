@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from avsync_core.errors import CheckpointError
-from avsync_core.motion_io import load_motion_module
+from avsync_core.model.motion_files import load_motion_module
 from avsync_core.train import checkpointing
 from avsync_core.train.__main__ import main
 from avsync_core.train.logs import read_log

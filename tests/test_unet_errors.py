@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from avsync_core import CheckpointError, InvalidInputError
-from avsync_core.motion_module import MotionConfig
+from avsync_core.model.motion_module import MotionConfig
 from avsync_core.sd15.family import check_base_fits
 from avsync_core.sd15.unet import SD15_UNET_CONFIG
 from conftest import load_golden

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from avsync_core.audio import ImageBindAudioEncoder
-from avsync_core.motion_io import load_motion_module, save_motion_module
+from avsync_core.model.motion_files import load_motion_module, save_motion_module
 from avsync_core.sd15.unet import load_sd15_unet
 from avsync_core.train.models import byte_level_tokenizer, random_parts
 from conftest import golden_dir, write_official_unet_folder

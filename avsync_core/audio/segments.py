@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from ..additions import gather_index
 from ..errors import InvalidInputError
+from ..model.additions import gather_index
 from .imagebind.config import ImageBindAudioConfig
 from .mel import FRAME_LENGTH_MS, FRAME_SHIFT_MS
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..audio.condition import AudioCondition
 from ..errors import InvalidInputError
-from ..unet import AVSyncUNet
+from ..model.unet import AVSyncUNet
 from .chain import ClipRequest, sample_chained_clips, window_seed
 from .guidance import Branch, combine_guidance, guidance_branches
 

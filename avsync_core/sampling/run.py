@@ -15,9 +15,9 @@ from typing import Sequence
 import torch
 from einops import rearrange
 
-from ..additions import AudioContext, gather_index
 from ..audio.condition import AudioCondition
 from ..errors import InvalidInputError
+from ..model.additions import AudioContext, gather_index
 
 Tensor = torch.Tensor
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..errors import CheckpointError, InvalidInputError
-from ..motion_module import MotionConfig
+from ..model.motion_module import MotionConfig
 
 SD15_TEXT_WIDTH = 768
 _TEXT_WIDTH_FAMILIES = {1024: "a Stable Diffusion 2.x model", 2048: "an SDXL model"}

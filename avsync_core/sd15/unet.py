@@ -21,9 +21,9 @@ from ..checkpoints import (
     read_state_dict,
 )
 from ..errors import CheckpointError, existing_path
-from ..motion_module import MotionConfig, is_motion_key
-from ..official import base_config_from_official, is_official_unet_config
-from ..unet_layout import ldm_to_diffusers_state_dict
+from ..model.motion_module import MotionConfig, is_motion_key
+from ..model.official import base_config_from_official, is_official_unet_config
+from ..model.unet_layout import ldm_to_diffusers_state_dict
 from . import move_module
 from .family import UNetTraits, check_sd15
 

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..motion_io import save_motion_module
-from ..motion_module import MotionModule
+from ..model.motion_files import save_motion_module
+from ..model.motion_module import MotionModule
 
 MOTION_FILE = "motion_module.safetensors"
 STATE_FILE = "state.pt"

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..errors import AVSyncError, InvalidInputError
-from ..motion_io import save_motion_module
+from ..model.motion_files import save_motion_module
 from . import checkpointing
 from .batches import GlobalBatchStream, StreamBatchSampler, StreamClips
 from .config import SEED_MODULUS, TrainConfig

@@ -22,8 +22,9 @@ from torch import nn
 from ..audio import ImageBindAudioConfig, ImageBindAudioEncoder
 from ..checkpoints import read_state_dict
 from ..errors import CheckpointError
-from ..motion_io import load_motion_module
-from ..motion_module import MotionConfig, MotionModule
+from ..model.motion_files import load_motion_module
+from ..model.motion_module import MotionConfig, MotionModule
+from ..model.unet import AVSyncUNet
 from ..sd15 import move_module
 from ..sd15.components import (
     SD15_TEXT_ENCODER_CONFIG,
@@ -36,7 +37,6 @@ from ..sd15.components import (
     vae_latent_scale,
 )
 from ..sd15.unet import SD15_UNET_CONFIG, load_sd15_unet
-from ..unet import AVSyncUNet
 from .config import ModelConfig
 
 # Tiny SD1.5-shaped models (the layout of the golden unet_tiny_c, which ComfyUI's own UNet also accepts).

@@ -14,7 +14,7 @@ cls embedding is the head (LayerNorm, token 0, bias-free Linear), optionally L2-
 checkpoint's logit scale (20 for audio, at most 100). ImageBind's drop-path is a training-time regulariser the
 encoder never needs: AVSyncD keeps it frozen.
 
-Layers are built from ``operations`` (see avsync_core/operations.py), so a host can stream them; the raw
+Layers are built from ``operations`` (see avsync_core/model/operations.py), so a host can stream them; the raw
 parameters (packed attention projection, extra key/value, cls token, position embedding) are cast to the input
 where they are used, as a streaming host never moves them.
 """
@@ -41,7 +41,7 @@ from ...checkpoints import (
     write_safetensors_atomic,
 )
 from ...errors import CheckpointError, InvalidInputError, existing_path, preview
-from ...operations import Operations, cast_to_input
+from ...model.operations import Operations, cast_to_input
 from .config import AudioEncoderOutput, ImageBindAudioConfig
 from .layouts import (
     AVSYNCD_NAMES,

@@ -16,9 +16,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from ..checkpoints import load_strict
+from ..errors import CheckpointError
 from .additions import BlockAdditions, TemporalConvMix
-from .checkpoints import load_strict
-from .errors import CheckpointError
 from .operations import Operations
 
 # A parameter is trained by AVSyncD when one of its module names ends in one of these (the official rule).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 from .motion_module import MotionConfig
 
 RESNET_PARTS = {

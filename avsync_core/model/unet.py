@@ -17,13 +17,13 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import nn
 
+from ..checkpoints import find_weights, load_strict, read_state_dict
+from ..errors import CheckpointError, InvalidInputError
+from ..sd15 import move_module
+from ..sd15.family import check_base_fits, check_text_width
 from .additions import AudioContext, first_frame_attention, first_frame_resnet, frame_group_norm, gather_index
-from .checkpoints import find_weights, load_strict, read_state_dict
-from .errors import CheckpointError, InvalidInputError
 from .motion_module import MotionConfig, MotionModule, is_motion_key
 from .official import base_config_from_official, read_official_unet_config, resolve_official_unet_folder
-from .sd15 import move_module
-from .sd15.family import check_base_fits, check_text_width
 
 Tensor = torch.Tensor
 

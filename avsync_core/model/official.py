@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .checkpoints import model_subfolder, read_json
-from .errors import CheckpointError
+from ..checkpoints import model_subfolder, read_json
+from ..errors import CheckpointError
 
 BLOCKS_3D_TO_2D = {
     "FFSpatioAudioTempCrossAttnDownBlock3D": "CrossAttnDownBlock2D",
