@@ -93,7 +93,8 @@ def doc_commands() -> list[Command]:
         lines += [code for code in INLINE_CODE.findall(prose(text)) if " -m " in code]
         for line in lines:
             command = parse_command(relative(path), line)
-            if command and command.module.split(".")[0] == "avsync_core":
+            real = command and re.fullmatch(r"avsync_core(\.\w+)*", command.module)  # not a placeholder like <cmd>
+            if real:
                 found.append(command)
     return found
 
