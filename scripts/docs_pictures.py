@@ -88,10 +88,15 @@ def library_pictures() -> None:
     save_small(Image.fromarray(plot.pixels), "sync_score_plot")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", action="store_true", help="use outputs/browser_screenshots/ as the last run left it")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if not args.reuse:
         run_browser_tests()
     IMAGES.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""The documentation stays true: every ``python -m avsync_core...`` command it shows has the flags and subcommands
-it uses (read from the command's own argument parser), every relative link and picture exists, and every
-``scripts/...`` file a code block names exists.
+"""The documentation stays true: every ``python -m avsync_core...`` command it shows (and every
+``python benchmarks/...`` or ``scripts/...`` script) has the flags, subcommands and choices it uses, read from the
+command's own argument parser; a flag named in the prose belongs to a command of its page (or to a named outside
+tool); every relative link and picture exists, and every ``scripts/...`` file a code block names exists.
 
 Fast and weight-free: the parsers are built, never run.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import re
 import shlex
 from dataclasses import dataclass
@@ -22,18 +24,37 @@ DOCS = sorted([REPO / "README.md", REPO / "ARCHITECTURE.md", *(REPO / "docs").rg
 PENDING = {"scripts/try_comfyui.py": "issue 22: the one command to try the pack in ComfyUI"}
 
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
-INLINE_CODE = re.compile(r"`([^`\n]+)`")
+INLINE_CODE = re.compile(r"`([^`]+)`")  # may wrap onto the next line, as in a paragraph
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 LAUNCHERS = {"python", "python3", "torchrun"}
+FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+# Flags the prose names that belong to tools outside this repository (not checkable here).
+OUTSIDE_FLAGS = {
+    "--lowvram": "ComfyUI's main.py",
+    "--novram": "ComfyUI's main.py",
+    "--cpu": "ComfyUI's main.py",
+    "--preview-method": "ComfyUI's main.py",
+    "--logdir": "tensorboard",
+}
 
 
 @dataclass(frozen=True)
 class Command:
     doc: str
     line: str
-    module: str
+    module: str  # a module (python -m) or a repository script path (python benchmarks/x.py)
     args: list[str]
+
+    @property
+    def script(self) -> bool:
+        return self.module.endswith(".py")
+
+    @property
+    def has_parser(self) -> bool:
+        """Modules always; a script only when flags are shown with it (named bare, it only has to exist)."""
+        shown_flags = [a for a in self.args if a.strip("[").startswith("-")]
+        return not self.script or (bool(shown_flags) and self.module not in PENDING)
 
 
 def relative(path: Path) -> str:
@@ -70,7 +91,8 @@ def prose(text: str) -> str:
 
 
 def parse_command(doc: str, line: str) -> Command | None:
-    """``[.venv/bin/]python[3] ... -m M``, ``torchrun ... -m M``, ``accelerate launch ... -m M``; else None."""
+    """``[.venv/bin/]python[3] ... -m M``, ``torchrun ... -m M``, ``accelerate launch ... -m M``, or
+    ``python benchmarks/x.py`` / ``python scripts/x.py``; else None."""
     try:
         tokens = shlex.split(line, comments=True)
     except ValueError:
@@ -82,6 +104,9 @@ def parse_command(doc: str, line: str) -> Command | None:
             at = tokens.index("-m", start + 1)
             if at + 1 < len(tokens):
                 return Command(doc, line, tokens[at + 1], tokens[at + 2 :])
+        script = tokens[start + 1] if start + 1 < len(tokens) else ""
+        if name in LAUNCHERS and re.fullmatch(r"(benchmarks|scripts)/\w+\.py", script):
+            return Command(doc, line, script, tokens[start + 2 :])
     return None
 
 
@@ -90,18 +115,24 @@ def doc_commands() -> list[Command]:
     for path in DOCS:
         text = path.read_text()
         lines = [line for lang, block in blocks(text) if lang in SHELL_LANGS for line in block]
-        lines += [code for code in INLINE_CODE.findall(prose(text)) if " -m " in code]
+        lines += [" ".join(code.split()) for code in INLINE_CODE.findall(prose(text)) if "python" in code]
         for line in lines:
             command = parse_command(relative(path), line)
-            real = command and re.fullmatch(r"avsync_core(\.\w+)*", command.module)  # not a placeholder like <cmd>
+            real = command and re.fullmatch(r"avsync_core(\.\w+)*|\w+/\w+\.py", command.module)  # not a <cmd>
             if real:
                 found.append(command)
     return found
 
 
 def command_parser(module: str) -> argparse.ArgumentParser:
-    """The command's parser: ``build_parser()`` of the module, or of its ``__main__`` for a package."""
-    imported = importlib.import_module(module)
+    """The command's parser: ``build_parser()`` of the module (of its ``__main__`` for a package), or of the
+    repository script."""
+    if module.endswith(".py"):
+        spec = importlib.util.spec_from_file_location("docs_" + module.replace("/", "_")[:-3], REPO / module)
+        imported = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(imported)
+    else:
+        imported = importlib.import_module(module)
     if hasattr(imported, "__path__"):
         imported = importlib.import_module(module + ".__main__")
     assert hasattr(imported, "build_parser"), f"{module} exposes no build_parser() for the docs test"
@@ -158,7 +189,23 @@ def test_the_docs_show_commands():
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.doc}:{c.module}" for c in COMMANDS])
 def test_every_documented_command_has_its_flags(command):
-    assert problems(command, command_parser(command.module)) == [], f"{command.doc}: {command.line}"
+    if command.script and command.module not in PENDING:
+        assert (REPO / command.module).is_file(), f"{command.doc}: {command.module} does not exist"
+    if command.has_parser:
+        assert problems(command, command_parser(command.module)) == [], f"{command.doc}: {command.line}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[relative(d) for d in DOCS])
+def test_every_flag_in_the_prose_belongs_to_a_command_of_its_page(doc):
+    """`--steps 50` in a sentence about animate must be one of animate's flags (or an outside tool's, named above)."""
+    shown = {c.module for c in COMMANDS if c.doc == relative(doc) and c.has_parser}
+    known = set(OUTSIDE_FLAGS)
+    for module in shown:
+        parser = command_parser(module)
+        for sub in [parser, *subcommands(parser).values()]:
+            known |= set(sub._option_string_actions)
+    flags = {flag for code in INLINE_CODE.findall(prose(doc.read_text())) for flag in FLAG.findall(code)}
+    assert sorted(flags - known) == [], f"flags in {relative(doc)}'s text that no command of the page has"
 
 
 def test_every_relative_link_and_picture_exists():
