@@ -208,13 +208,21 @@ def test_every_flag_in_the_prose_belongs_to_a_command_of_its_page(doc):
     assert sorted(flags - known) == [], f"flags in {relative(doc)}'s text that no command of the page has"
 
 
-def test_every_relative_link_and_picture_exists():
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#{1,6} +(.+?) *$", prose(page.read_text()), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_picture_and_anchor_exists():
     broken = []
     for path in DOCS:
         for target in LINK.findall(prose(path.read_text())):
-            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
-                continue  # a web address or an anchor on the same page
-            if not (path.parent / target.split("#")[0]).exists():
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            linked = path.parent / file if file else path
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
                 broken.append(f"{relative(path)}: {target}")
     assert broken == []
 
