@@ -14,9 +14,9 @@ from .errors import CheckpointError
 from .model.motion_files import extract_motion_module
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Shrink an official AVSyncD checkpoint to a motion module, or write the compact ImageBind audio file."""
-    from .cli import DTYPES, dtype_argument, run_command, writable_output
+def build_parser() -> argparse.ArgumentParser:
+    """The command's subcommands and flags (also read by the docs test)."""
+    from .cli import dtype_argument
 
     parser = argparse.ArgumentParser(prog="python -m avsync_core.motion_io", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("source", help="imagebind_huge.pth, an AVSyncD checkpoint folder, or a .safetensors file")
     convert.add_argument("output", help="where to write the compact .safetensors file")
     convert.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed dim / 64)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Shrink an official AVSyncD checkpoint to a motion module, or write the compact ImageBind audio file."""
+    from .cli import DTYPES, run_command, writable_output
+
+    args = build_parser().parse_args(argv)
     prog = f"avsync motion_io {args.command}"
 
     def body() -> None:

@@ -38,7 +38,8 @@ def consecutive_differences(frames: torch.Tensor, per_clip: int) -> tuple[float,
     return steps[seam].mean().item(), steps[~seam].mean().item()
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (latent = size / 8)")
     parser.add_argument("--frames", type=int, default=12)
@@ -47,7 +48,11 @@ def main() -> None:
     parser.add_argument("--scheduler", default="ddim")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device = torch.device(args.device)
     fps = args.frames / 2.0
 

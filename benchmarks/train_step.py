@@ -112,7 +112,8 @@ def _measure(case: str, steps: int, device_name: str, precision: str, size: int)
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="tiny,tiny-nockpt,sd15")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case (after one warm-up step)")
@@ -120,7 +121,11 @@ def main() -> None:
     parser.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--size", type=int, default=64, help="frame side in pixels")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one case in this process
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     if args.one:
         print(json.dumps(_measure(args.one, args.steps, args.device, args.precision, args.size)))

@@ -53,7 +53,8 @@ def official_conv_temp(mix: TemporalConvMix, x: torch.Tensor, frames: int) -> to
     return (v + mix.conv_temp(cat)).permute(0, 3, 4, 1, 2).reshape(n, c, h, w)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128, help="image size in pixels (latent = size / 8)")
     parser.add_argument("--frames", type=int, default=12)
@@ -61,7 +62,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
 

@@ -240,7 +240,7 @@ def _samplers():
     return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
 
 
-@pytest.mark.slow  # about 16 s per mode on an idle 2-core machine, minutes when it is shared (README, Tests)
+@pytest.mark.slow  # about 16 s per mode on an idle 2-core machine, minutes when it is shared (docs/development.md)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_sampler_works_with_the_guider_in_every_mode(setup, mode):
     samplers, _ = _samplers()
@@ -263,7 +263,7 @@ def test_every_scheduler_works_with_the_avsync_sampler_in_every_mode(setup, mode
 
 
 @pytest.mark.slow
-@pytest.mark.sweep  # about an hour here: run it with -m sweep (README, Tests)
+@pytest.mark.sweep  # about an hour here: run it with -m sweep (docs/development.md)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_sampler_and_scheduler_pair_works_both_ways(setup, mode):
     """The full dropdown product, through SamplerCustomAdvanced and through the AVSync Sampler."""

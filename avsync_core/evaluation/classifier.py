@@ -292,11 +292,17 @@ def _owned(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Convert the released classifier folder (modules/) into one safetensors file."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(prog="python -m avsync_core.evaluation.classifier", description=main.__doc__)
     parser.add_argument("source", help="the released modules/ folder (audio_encoder/, video_encoder/, head/)")
     parser.add_argument("output", help="where to write avsync_classifier.safetensors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Convert the released classifier folder (modules/) into one safetensors file."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         AVSyncClassifier.from_file(args.source).save_safetensors(args.output)

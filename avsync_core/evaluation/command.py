@@ -80,7 +80,8 @@ class Models:
     imagebind: ImageBindImageAudio | None
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(
         prog="python -m avsync_core.evaluate",
         description="Score generated clips with AVSync score, RelSync, AlignSync (AVSyncD paper) and AV-Align.",
@@ -316,7 +317,7 @@ def _blank(value: float | None) -> float | str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     metrics = list(dict.fromkeys(args.metric))
     args.metric = metrics

@@ -328,13 +328,19 @@ def _is_needed(key: str) -> bool:
     return is_branch_key(key, _VISION) or is_branch_key(key, _AUDIO)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Write ImageBind's vision and audio branches (what AlignSync needs) from imagebind_huge.pth into one file."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(prog="python -m avsync_core.evaluation.imagebind", description=main.__doc__)
     parser.add_argument("source", help="imagebind_huge.pth (or a .safetensors with its vision and audio keys)")
     parser.add_argument("output", help="where to write the .safetensors file")
     parser.add_argument("--vision-heads", type=int, default=None, help="vision attention heads (default: 16 for ViT-H)")
     parser.add_argument("--audio-heads", type=int, default=None, help="audio attention heads (default: width / 64)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Write ImageBind's vision and audio branches (what AlignSync needs) from imagebind_huge.pth into one file."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         model = ImageBindImageAudio.from_file(args.source, vision_heads=args.vision_heads, audio_heads=args.audio_heads)

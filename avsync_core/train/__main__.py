@@ -18,7 +18,8 @@ from .processes import process_environment
 EXIT_USER_ERROR = 2
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(
         prog="python -m avsync_core.train",
         description="Train AVSyncD's audio-synchronisation layers (the motion module) on your own videos with sound.",
@@ -33,11 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continue from the newest checkpoint of output_dir, or from a checkpoint folder",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     world, rank = 1, 0
     try:
         world, rank, _ = process_environment()

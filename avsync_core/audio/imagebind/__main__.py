@@ -8,13 +8,18 @@ from typing import Sequence
 from .model import ImageBindAudioEncoder
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Write the compact audio-only file once from imagebind_huge.pth or an AVSyncD checkpoint."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (also read by the docs test)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("source", help="imagebind_huge.pth, an AVSyncD checkpoint folder, or a .safetensors file")
     parser.add_argument("output", help="where to write the compact .safetensors file")
     parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed dim / 64)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Write the compact audio-only file once from imagebind_huge.pth or an AVSyncD checkpoint."""
+    args = build_parser().parse_args(argv)
     ImageBindAudioEncoder.from_file(args.source, num_heads=args.num_heads).save_safetensors(args.output)
     print(f"wrote {args.output}")
 
