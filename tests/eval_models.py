@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from avsync_core.evaluation import AVSyncClassifier, ImageBindImageAudio
+from avsync_core.evaluation.fid import FIDInception
 from conftest import golden_dir
 
 
@@ -21,15 +22,13 @@ def _hash_uniform(x: torch.Tensor) -> torch.Tensor:
     return h.double() * 2 / 2**32 - 1
 
 
-def procedural_classifier(tag: int = 0) -> AVSyncClassifier:
+def procedural_weights(state: dict[str, torch.Tensor], tag: int) -> dict[str, torch.Tensor]:
     """The golden README's weights: every tensor k of the sorted state dict from a hash of its element index."""
-    model = AVSyncClassifier.build()
-    state = model.state_dict()
     out = {}
     for k, key in enumerate(sorted(state)):
         value = state[key]
         if not value.is_floating_point():
-            out[key] = value  # num_batches_tracked stays as built
+            out[key] = torch.zeros_like(value, device="cpu")  # num_batches_tracked stays as built (0)
             continue
         s = _hash_uniform(torch.arange(value.numel(), dtype=torch.int64) + 4194319 * k + 1000003 * tag)
         if key.endswith("running_var"):
@@ -44,8 +43,21 @@ def procedural_classifier(tag: int = 0) -> AVSyncClassifier:
             assert value.ndim >= 2, key
             s = s * math.sqrt(6 / (value.numel() / value.shape[0]))
         out[key] = s.reshape(value.shape).float()
-    model.load_state_dict(out, strict=True)
+    return out
+
+
+def procedural_classifier(tag: int = 0) -> AVSyncClassifier:
+    model = AVSyncClassifier.build()
+    model.load_state_dict(procedural_weights(model.state_dict(), tag), strict=True)
     return model.requires_grad_(False).eval()
+
+
+def write_fid_inception(path: Path) -> Path:
+    """pytorch-fid's FID Inception state dict with the golden README's weights (tag 2), saved as a .pth."""
+    with torch.device("meta"):
+        shapes = FIDInception().net.state_dict()
+    torch.save(procedural_weights(shapes, tag=2), path)
+    return path
 
 
 def tiny_imagebind() -> ImageBindImageAudio:
