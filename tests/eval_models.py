@@ -8,9 +8,13 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
+from avsync_core.checkpoints import write_safetensors_atomic
 from avsync_core.evaluation import AVSyncClassifier, ImageBindImageAudio
 from avsync_core.evaluation.fid import FIDInception
+from avsync_core.evaluation.imagebind import FORMAT_NAME, FORMAT_VERSION, is_branch_key
+from avsync_core.evaluation.imagebind_text import TEXT_HEADS_METADATA
 from conftest import golden_dir
 
 
@@ -57,6 +61,23 @@ def write_fid_inception(path: Path) -> Path:
     with torch.device("meta"):
         shapes = FIDInception().net.state_dict()
     torch.save(procedural_weights(shapes, tag=2), path)
+    return path
+
+
+def write_tiny_imagebind_with_text(path: Path) -> Path:
+    """The golden tiny ImageBind's vision, audio and text branches in one file, with their head counts."""
+    source = golden_dir() / "paper_eval" / "imagebind_tiny.safetensors"
+    image_audio = ImageBindImageAudio.from_file(source, vision_heads=2, audio_heads=4)
+    text = {k: v for k, v in load_file(source).items() if is_branch_key(k, "text")}
+    tensors = {**image_audio.vision.imagebind_state_dict(), **image_audio.audio.state_dict_in_layout("imagebind")}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "vision_config": json.dumps(image_audio.vision.config.to_dict()),
+        "audio_config": json.dumps(image_audio.audio.config.to_dict()),
+        TEXT_HEADS_METADATA: "2",
+    }
+    write_safetensors_atomic(path, {**tensors, **text}, metadata)
     return path
 
 

@@ -177,7 +177,7 @@ def _folder_jobs(args: argparse.Namespace) -> list[Job]:
                 f"{len(generated)} generated clip(s) {rel.parent / (rel.stem + '_clip-*.mp4')} found in "
                 f"{args.generated_dir} for ground truth {name}; expected --clips-per-video {args.clips_per_video}."
             )
-        needs_reference = bool(set(args.metric) & {"relsync", "alignsync", "fid", "fvd"})
+        needs_reference = bool(set(args.metric) & {"relsync", "alignsync", *paper_table.PAPER_METRICS})
         starts = reference_clip_starts(reference, args.clips_per_video) if needs_reference else [None] * len(generated)
         for path, start in zip(generated, starts):
             check_generated_clip(path, needs_sound=True)

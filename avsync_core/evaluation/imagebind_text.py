@@ -14,6 +14,7 @@ ImageBind uses; it is imported only when text is tokenized.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio.imagebind.model import Mlp
-from ..checkpoints import load_strict, read_state_dict
+from ..checkpoints import load_strict, read_safetensors_metadata, read_state_dict
 from ..errors import CheckpointError, InvalidInputError
 from .imagebind import is_branch_key
 
 CONTEXT_LENGTH = 77
 MAX_LOGIT_SCALE = 100.0
+TEXT_HEADS_METADATA = "text_heads"
 _NORM_EPS = 1e-6
 _PREFIX_NAMES = {
     "modality_preprocessors.text.token_embedding.weight": "token_embedding.weight",
@@ -44,15 +46,21 @@ _BUILT_MASK = "modality_preprocessors.text.mask"  # the causal mask buffer: rebu
 
 def tokenize(texts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
     """Class names -> (n, context_length) int64 CLIP BPE tokens, as ImageBind's ``load_and_transform_text``."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise InvalidInputError(f"Texts must be a list of strings, got {texts!r}.")
+    return _tokenizer(context_length)(list(texts)).long()
+
+
+@functools.cache
+def _tokenizer(context_length: int):
+    """open_clip's tokenizer (reading the BPE merges takes a second, so it is built once per length)."""
     try:
         from open_clip.tokenizer import SimpleTokenizer
     except ImportError:
         raise InvalidInputError(
             "IT needs ImageBind's BPE tokenizer from open_clip_torch: pip install 'open_clip_torch>=2.20'."
         ) from None
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise InvalidInputError(f"Texts must be a list of strings, got {texts!r}.")
-    return SimpleTokenizer(context_length=context_length)(list(texts)).long()
+    return SimpleTokenizer(context_length=context_length)
 
 
 class _Block(nn.Module):
@@ -144,8 +152,15 @@ class ImageBindTextEncoder(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, heads: int | None = None) -> ImageBindTextEncoder:
-        """imagebind_huge.pth (only the text tensors are read, memory-mapped) or a .safetensors with those keys."""
+        """imagebind_huge.pth (only the text tensors are read, memory-mapped) or a .safetensors with those keys.
+
+        The head count is not in ImageBind's weights: a safetensors file may carry it as ``text_heads`` metadata;
+        otherwise it is width / 64, imagebind_huge's (16 heads at width 1024).
+        """
         p = Path(os.fspath(path))
         if not p.is_file():
             raise CheckpointError(f"ImageBind checkpoint not found: {p} (IT needs imagebind_huge.pth).")
+        if heads is None and p.suffix == ".safetensors":
+            stored = read_safetensors_metadata(p).get(TEXT_HEADS_METADATA)
+            heads = int(stored) if stored and stored.isdigit() else None
         return cls.from_state_dict(read_state_dict(p, lambda key: is_branch_key(key, "text")), str(p), heads)

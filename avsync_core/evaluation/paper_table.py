@@ -117,11 +117,13 @@ def compute(
     fid = (FeatureStats(), FeatureStats()) if "fid" in metrics else None
     fvd = (FeatureStats(), FeatureStats()) if "fvd" in metrics else None
     per_clip: dict[str, dict[str, float]] = {}
-    for reference, group in tqdm(_groups(jobs), desc="Paper metrics", unit="video", file=sys.stderr):
+    groups = _groups(jobs)
+    texts = {ref: clip_text(ref, args.reference_dir, args.text) if "it" in metrics else None for ref, _ in groups}
+    for reference, group in tqdm(groups, desc="Paper metrics", unit="video", file=sys.stderr):
         if fid or fvd:
             truth = torch.stack([load_reference_clip(reference, job.ref_start, args.image_size).video for job in group])
             _add_features(truth, models, fid and fid[0], fvd and fvd[0], device)
-        text = clip_text(reference, args.reference_dir, args.text) if "it" in metrics else None
+        text = texts[reference]
         for job in group:
             clip = load_generated_clip(job.video, image_size=args.image_size)
             _add_features(clip.video[None], models, fid and fid[1], fvd and fvd[1], device)
