@@ -12,7 +12,6 @@ import logging
 
 import numpy as np
 import torch
-from scipy import linalg
 
 from ..errors import InvalidInputError
 
@@ -96,5 +95,9 @@ def frechet_distance(first: FeatureStats, second: FeatureStats) -> float:
 
 def _sqrtm(matrix: np.ndarray) -> np.ndarray:
     """SciPy's matrix square root without the error estimate: the official call passes ``disp=False``, which
-    SciPy 1.16 deprecates; the root itself is the same."""
+    SciPy 1.16 deprecates; the root itself is the same. SciPy is imported here: it is in the ``eval`` extra."""
+    try:
+        from scipy import linalg
+    except ImportError:
+        raise InvalidInputError("FID and FVD need SciPy's matrix square root: pip install 'scipy>=1.10'.") from None
     return np.asarray(linalg.sqrtm(matrix))
