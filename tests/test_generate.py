@@ -6,6 +6,7 @@ Tiny model files as in test_animate (``tests/tiny_models.py``); two processes ru
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -224,3 +225,42 @@ def test_the_evaluate_command_reads_what_generate_wrote(setup, single, tmp_path)
     rows = scores.read_text().splitlines()
     clips = sorted(row.split(",")[0] for row in rows[1:] if row.split(",")[0].endswith(".mp4"))
     assert clips == sorted(f"{name}_clip-{k:02d}.mp4" for name in VIDEOS for k in range(CLIPS))
+
+
+@pytest.mark.slow
+def test_the_paper_table_from_one_dataset_folder(setup, single, tmp_path):
+    """generate -> ``evaluate --metric all``: every official result key, per clip, from the generated folder and
+    the dataset's videos, with all the weight files the table needs (procedural or tiny stand-ins)."""
+    pytest.importorskip("librosa")
+    pytest.importorskip("cv2")
+    from avsync_core.evaluate import main as evaluate
+    from avsync_core.evaluation import AVSyncClassifier
+    from conftest import golden_dir
+    from eval_models import write_fid_inception, write_tiny_imagebind_with_text
+
+    listing = tmp_path / "one.txt"
+    listing.write_text("dog/bark_01.mp4\n")
+    torch.manual_seed(0)
+    AVSyncClassifier.build().save_safetensors(tmp_path / "classifier.safetensors")
+    table = tmp_path / "table.json"
+    args = ["--generated-dir", single / "videos", "--reference-dir", setup["data"] / "videos", "--list", listing]
+    args += ["--clips-per-video", CLIPS, "--metric", "all", "--device", "cpu", "--output", table]
+    args += [
+        "--classifier",
+        tmp_path / "classifier.safetensors",
+        "--detector",
+        golden_dir() / "paper_eval/i3d_stand_in.pt",
+    ]
+    args += ["--inception", write_fid_inception(tmp_path / "inception.pth")]
+    args += ["--imagebind", write_tiny_imagebind_with_text(tmp_path / "imagebind.safetensors")]
+    assert evaluate([str(a) for a in args]) == 0
+    report = json.loads(table.read_text())
+    keys = ["FID", "FVD", "IA_mean", "IA_std", "IT_mean", "IT_std", "RelSync_mean", "RelSync_std"]
+    keys += ["AlignSync_mean", "AlignSync_std", "AVAlign_mean", "AVAlign_std"]
+    assert all(np.isfinite(report[key]) for key in keys), {k: report.get(k) for k in keys}
+    assert report["FID"] > 0 and report["FVD"] > 0
+    clips = report["instance_metrics"]
+    assert sorted(clips) == [f"dog/bark_01_clip-{k:02d}.mp4" for k in range(CLIPS)]
+    for values in clips.values():
+        assert sorted(values) == ["AVAlign", "AlignSync", "IA", "IT", "RelSync"]
+        assert 0 < values["AlignSync"] < values["RelSync"] < 1

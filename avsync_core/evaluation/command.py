@@ -16,7 +16,12 @@ that many 2 s clips spread uniformly over the ground truth (the centre one when 
 In a folder, RelSync compares each generated clip (its own sound) with its ground-truth clip (the ground
 truth's sound), and AlignSync uses the ground-truth clip's first frame and sound, as the official evaluation.
 Scores per clip, their means and standard deviations go to a CSV or JSON file (by the suffix of ``--output``);
-bad input ends the command with one line on stderr and exit status 2.
+bad input ends the command with one line on stderr and exit status 2. In folder mode, ``--metric fid fvd ia it``
+(or ``all``) computes the paper's table with the official result keys (``paper_table.py``)::
+
+    python -m avsync_core.evaluate --generated-dir GEN --reference-dir REF --list test.txt --metric all \
+        --inception pt_inception-2015-12-05-6726825d.pth --detector i3d_torchscript.pt \
+        --imagebind imagebind_huge.pth --classifier ... [--output GEN/paper_metrics.json]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from tqdm import tqdm
 from ..audio import decode_audio
 from ..checkpoints import write_text_atomic
 from ..errors import AVSyncError, InvalidInputError
+from . import paper_table
 from .av_align import av_align_file
 from .classifier import AVSyncClassifier
 from .clips import (
@@ -53,6 +59,7 @@ from .preprocess import audio_to_mel, preprocess_video
 
 METRICS = {"avsync": "avsync_score", "relsync": "relsync", "alignsync": "alignsync", "av-align": "av_align"}
 _CLASSIFIER_METRICS = {"avsync", "relsync", "alignsync"}
+ALL = paper_table.ALL_METRICS
 _CLIP_INDEX = re.compile(r"_clip-(\d+)\.mp4$")
 
 
@@ -97,13 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("--reference-dir", type=Path, help="ground-truth videos <name>.mp4 (subfolders allowed)")
     folder.add_argument("--list", type=Path, help="text file of ground-truth paths relative to --reference-dir")
     folder.add_argument("--clips-per-video", type=int, default=3, help="generated clips per ground truth (default 3)")
-    parser.add_argument("--metric", nargs="+", choices=list(METRICS), default=["avsync"], help="metrics to compute")
+    parser.add_argument(
+        "--metric",
+        nargs="+",
+        choices=[*METRICS, *paper_table.PAPER_METRICS, "all"],
+        default=["avsync"],
+        help="metrics to compute; fid fvd ia it (folders only) give the paper's table, all = " + " ".join(ALL),
+    )
     parser.add_argument("--classifier", type=Path, help="AVSync classifier: released modules/ folder or .safetensors")
     parser.add_argument("--imagebind", type=Path, help="imagebind_huge.pth or its vision+audio .safetensors")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per model batch (default 8)")
     parser.add_argument("--image-size", type=int, default=256, help="frame size before the metrics' 224 resize")
     parser.add_argument("--output", type=Path, help="write per-clip scores and means here (.csv or .json)")
+    paper_table.add_arguments(parser)
     return parser
 
 
@@ -164,7 +178,7 @@ def _folder_jobs(args: argparse.Namespace) -> list[Job]:
                 f"{len(generated)} generated clip(s) {rel.parent / (rel.stem + '_clip-*.mp4')} found in "
                 f"{args.generated_dir} for ground truth {name}; expected --clips-per-video {args.clips_per_video}."
             )
-        needs_reference = bool(set(args.metric) & {"relsync", "alignsync"})
+        needs_reference = bool(set(args.metric) & {"relsync", "alignsync", *paper_table.PAPER_METRICS})
         starts = reference_clip_starts(reference, args.clips_per_video) if needs_reference else [None] * len(generated)
         for path, start in zip(generated, starts):
             check_generated_clip(path, needs_sound=True)
@@ -319,13 +333,20 @@ def _blank(value: float | None) -> float | str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    metrics = list(dict.fromkeys(args.metric))
-    args.metric = metrics
+    args.metric = paper_table.expand(args.metric)
+    metrics = [m for m in args.metric if m in METRICS]
+    paper = [m for m in args.metric if m in paper_table.PAPER_METRICS]
     try:
         if args.batch_size < 1 or args.image_size < 16:
             raise InvalidInputError("--batch-size must be at least 1 and --image-size at least 16.")
-        if args.output is not None and args.output.suffix.lower() not in (".csv", ".json"):
-            raise InvalidInputError(f"--output {args.output} must end in .csv or .json.")
+        if args.output is not None and args.output.suffix.lower() not in ((".json",) if paper else (".csv", ".json")):
+            ending = ".json (the paper's table is a JSON file)" if paper else ".csv or .json"
+            raise InvalidInputError(f"--output {args.output} must end in {ending}.")
+        if paper and args.video is not None:
+            raise InvalidInputError(
+                f"{' '.join(paper)} score a set of clips against their ground truth: use --generated-dir and "
+                "--reference-dir (the official layout), not --video."
+            )
         if args.video is not None:
             jobs = _single_jobs(args)
         elif args.generated_dir is not None or args.reference_dir is not None:
@@ -334,7 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InvalidInputError("Give a clip (--video) or folders (--generated-dir and --reference-dir).")
         device = _device(args.device)
         models = _load_models(args, device)
-        rows = score_jobs(jobs, metrics, models, args.batch_size, args.image_size)
+        if paper:
+            paper_models = paper_table.load_models(args, paper, device, models.imagebind)
+            table, per_clip = paper_table.compute(jobs, paper, paper_models, args, device)
+        rows = score_jobs(jobs, metrics, models, args.batch_size, args.image_size) if metrics else []
+        if paper:
+            output = paper_table.write_table(args, table, per_clip, rows, [METRICS[m] for m in metrics], device)
+            print(f"wrote {output}", file=sys.stderr)
+            return 0
     except AVSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
