@@ -14,6 +14,7 @@ Usage: python benchmarks/paper_eval.py [--workdir DIR] [--videos 10] [--clips-pe
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -73,11 +74,16 @@ def _measure(mode: str, workdir: Path) -> None:
     print(json.dumps({**row, "clips_per_second": count / seconds if count else None}))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags (also read by tests/test_docs.py)."""
     p = parser(__doc__)
     p.add_argument("--videos", type=int, default=10, help="ground-truth videos (default 10)")
     p.add_argument("--clips-per-video", type=int, default=3, help="generated clips per video (default 3)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.write:
         _write(args.workdir, args.videos, args.clips_per_video)
         return
