@@ -27,14 +27,15 @@ def check_number(name: str, value: Any, minimum: float | None = None, maximum: f
     return number
 
 
-def file_inside(name: str, path: str | os.PathLike, folder: str | os.PathLike) -> Path:
-    """The real path of ``path``, refused unless it lies inside ``folder`` once ``..`` and links are resolved, so a
-    widget value like ``../../secrets.wav`` or a link planted in the input folder cannot read other files."""
-    real = Path(os.path.realpath(path))
+def file_inside(name: str, relative: str, folder: str | os.PathLike) -> Path:
+    """The real path of ``folder/relative``, refused unless it lies inside ``folder`` once ``..`` and links are
+    resolved, so a widget value like ``../../secrets.wav`` or a link planted in the input folder cannot read other
+    files. The message shows the value as given, not the server's folders."""
     root = Path(os.path.realpath(folder))
+    real = Path(os.path.realpath(os.path.join(folder, relative)))
     if not real.is_relative_to(root):
         raise InvalidInputError(
-            f"{name}: {os.fspath(path)!r} leads outside the folder it was picked from ({root}); only files inside "
-            "that folder can be used. Pick a file from the list, or upload it."
+            f"{name}: {relative!r} leads outside the folder it was picked from; only files inside that folder can be "
+            "used. Pick a file from the list, or upload it."
         )
     return real

@@ -39,10 +39,14 @@ def main() -> int:
         session = soak_session.Session(server, models, sounds, comfy_host.write_image(work / "first_frame.png"))
         soak_session.plant_hostile_files(server, sounds)
         try:
-            day = soak_session.run_day(session, shots, warm_prompts=4 + 13, hostile_after=4)
+            day = soak_session.run_day(
+                session, shots, warm_prompts=4 + 13, hostile_after=4, say=lambda line: print(line, flush=True)
+            )
         finally:
             session.close()
-    print("\n".join(["", "summary", *soak_session.summary(day)]))
+    print("\n".join(["", "summary", *soak_session.summary(day), "", "hostile prompts"]))
+    for label, _name, named, outcome, message in day.hostile:
+        print(f"- {label}: {outcome.status}{'' if named else ' (input not named)'}; {message}")
     return 0
 
 

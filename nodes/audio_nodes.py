@@ -131,7 +131,7 @@ def _audio_file(audio: str) -> Path:
         raise InvalidInputError(f"audio must be the name of a file in the input folder, got {audio!r}.")
     name, folder = folder_paths.annotated_filepath(audio)
     folder = folder or folder_paths.get_input_directory()
-    path = file_inside("audio", os.path.join(folder, name), folder)
+    path = file_inside("audio", name, folder)
     if not path.is_file():
         raise AudioError(f"audio: file not found in the input folder: {audio}")
     if not folder_paths.filter_files_content_types([name], ["audio", "video"]):

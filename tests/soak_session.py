@@ -209,7 +209,7 @@ class Shot:
     motion: str = "motion_1"
     lora: bool = False
     sound: str = "sentence"
-    frames: int = 4
+    frames: int = 2  # 2 frames at 1 fps: the encoder's 2 s window at the least sampling cost on a CPU
     windows: int = 1
     audio_guidance: float = 4.0
     text_guidance: float = 1.0
@@ -292,13 +292,14 @@ def studio_day(rounds: int = 1) -> list[Shot]:
         Shot(sound="claps", text_guidance=5.0, label="dual_guidance"),
         Shot(batch=2, label="batch2"),
         Shot(sampler="euler", steps=3, label="comfy_euler"),
-        Shot(motion="motion_2", steps=8, interrupt=True, label="interrupt"),
-        Shot(ckpt="ckpt_b", lora=True, sampler="official_ddim", seed=5, label="ddim_lora"),
-        Shot(ckpt="ckpt_b", sound="drums", steps=8, sampler="euler", interrupt=True, label="interrupt_euler"),
+        Shot(motion="motion_2", steps=4, interrupt=True, label="interrupt"),
         Shot(sound="long", windows=0, steps=1, sampler="euler", label="long_12s"),
-        Shot(sound="drums", frames=12, steps=1, sampler="euler", score=True, label="sync_score"),
+        Shot(sound="drums", frames=12, steps=1, sampler="euler", audio_guidance=1.0, score=True, label="sync_score"),
         Shot(motion="motion_2", lora=True, batch=2, text_guidance=4.0, label="batch2_dual_lora"),
-        Shot(sound="claps", seed=3, steps=6, interrupt=True, label="interrupt_claps"),
+        Shot(sound="claps", seed=3, steps=4, interrupt=True, label="interrupt_claps"),
+        # The second checkpoint last in each round: two switches a round (each switch holds both for a moment).
+        Shot(ckpt="ckpt_b", lora=True, sampler="official_ddim", seed=5, label="ddim_lora"),
+        Shot(ckpt="ckpt_b", sound="drums", steps=4, sampler="euler", interrupt=True, label="interrupt_euler"),
         Shot(ckpt="ckpt_b", motion="motion_2", sound="word", label="b_m2_word"),
     ]
     return warm + [replace(s, seed=s.seed + r) for r in range(rounds) for s in variations] + [first]
@@ -467,9 +468,14 @@ def names_the_input(reply: Any, node: str, name: str) -> bool:
     return False
 
 
-def message_of(reply: Any, node: str) -> str:
+def message_of(reply: Any, node: str, name: str) -> str:
+    """The refusal of ``name`` as ComfyUI reports it (type: details)."""
     errors = reply.get("node_errors", {}).get(node, {}).get("errors", []) if isinstance(reply, dict) else []
-    return errors[0]["details"] if errors else json.dumps(reply)[:300]
+    for error in errors:
+        if error.get("extra_info", {}).get("input_name") == name:
+            details = error["details"]
+            return f"{error['type']}: {details.split(' - ', 1)[-1] if ' - ' in details else details}"
+    return json.dumps(reply)[:300]
 
 
 # -------------------------------------------------------------------------------------------- the day
@@ -478,7 +484,7 @@ def message_of(reply: Any, node: str) -> str:
 @dataclass
 class Day:
     good: list[Outcome]
-    hostile: list[tuple[str, str, bool, Outcome]]  # label, input, named, outcome
+    hostile: list[tuple[str, str, bool, Outcome, str]]  # label, input, named, outcome, message
     rss_start_mb: float
     warm_index: int  # good[warm_index] is the last prompt of the first round of every model
     opens: dict[str, int]
@@ -503,8 +509,9 @@ def run_day(session: Session, shots: list[Shot], warm_prompts: int, hostile_afte
                 prompt = graph(HOSTILE_BASE, session.names)
                 prompt[node]["inputs"][name] = value
                 outcome = session.submit(prompt, label)
-                hostile.append((label, named, names_the_input(outcome.reply, node, named), outcome))
-                say(_line(len(good) + len(hostile), outcome, message_of(outcome.reply, node)))
+                message = message_of(outcome.reply, node, name)
+                hostile.append((label, named, names_the_input(outcome.reply, node, named), outcome, message))
+                say(_line(len(good) + len(hostile), outcome, message))
 
     def frames(outcome: Outcome) -> list:
         return [np.asarray(Image.open(p)) for p in outcome.images]
@@ -540,8 +547,8 @@ def stray_files(server: comfy_host.ComfyServer) -> list[str]:
 def summary(day: Day) -> list[str]:
     good = day.good
     failures = [o.label for o in good if o.status != ("interrupted" if "interrupt" in o.label else "success")]
-    refused = sum(o.status == "refused" for _, _, _, o in day.hostile)
-    unnamed = [label for label, _, named, _ in day.hostile if not named]
+    refused = sum(o.status == "refused" for _, _, _, o, _ in day.hostile)
+    unnamed = [label for label, _, named, _, _ in day.hostile if not named]
     warm = good[day.warm_index].rss_mb
     rows = [
         ("prompts (good + hostile)", f"{len(good)} + {len(day.hostile)}"),
