@@ -284,23 +284,28 @@ def graph(shot: Shot, names: dict[str, str], size: int = 64) -> dict[str, Any]:
 def studio_day(rounds: int = 1) -> list[Shot]:
     """The good prompts: every model in a first round, then variations an artist would queue (>= 40 for 3 rounds)."""
     first = Shot(label="first")
-    warm = [first, Shot(ckpt="ckpt_b", label="ckpt_b"), Shot(ckpt="ckpt_b", motion="motion_2", label="motion_2"),
-            Shot(ckpt="ckpt_b", motion="motion_2", lora=True, label="lora")]  # fmt: skip
+    fast = {"sampler": "euler", "steps": 1}  # one step where the sampler is not the point: the CPU is slow
+    warm = [
+        first,
+        Shot(ckpt="ckpt_b", label="ckpt_b", **fast),
+        Shot(ckpt="ckpt_b", motion="motion_2", label="motion_2", **fast),
+        Shot(ckpt="ckpt_b", motion="motion_2", lora=True, label="lora", **fast),
+    ]
     variations = [
-        Shot(sound="word", frames=4, label="short_word"),  # 0.83 s: one frame at 2 fps is 0.5 s
-        Shot(sound="drums", audio_guidance=1.0, label="no_guidance"),
-        Shot(sound="claps", text_guidance=5.0, label="dual_guidance"),
-        Shot(batch=2, label="batch2"),
-        Shot(sampler="euler", steps=3, label="comfy_euler"),
-        Shot(motion="motion_2", steps=4, interrupt=True, label="interrupt"),
-        Shot(sound="long", windows=0, steps=1, sampler="euler", label="long_12s"),
-        Shot(sound="drums", frames=12, steps=1, sampler="euler", audio_guidance=1.0, score=True, label="sync_score"),
-        Shot(motion="motion_2", lora=True, batch=2, text_guidance=4.0, label="batch2_dual_lora"),
-        Shot(sound="claps", seed=3, steps=4, interrupt=True, label="interrupt_claps"),
+        Shot(sound="word", frames=4, label="short_word", **fast),  # 0.83 s: one frame at 2 fps is 0.5 s
+        Shot(sound="drums", audio_guidance=1.0, label="no_guidance", **fast),
+        Shot(sound="claps", text_guidance=5.0, label="dual_guidance", **fast),
+        Shot(batch=2, label="batch2", **fast),
+        Shot(sound="drums", label="paper_pndm"),
+        Shot(motion="motion_2", steps=3, sampler="euler", interrupt=True, label="interrupt"),
+        Shot(sound="long", windows=0, label="long_12s", **fast),
+        Shot(sound="drums", frames=12, audio_guidance=1.0, score=True, label="sync_score", **fast),
+        Shot(motion="motion_2", lora=True, batch=2, text_guidance=4.0, label="batch2_dual_lora", **fast),
+        Shot(sound="claps", seed=3, steps=3, interrupt=True, label="interrupt_pndm"),
         # The second checkpoint last in each round: two switches a round (each switch holds both for a moment).
         Shot(ckpt="ckpt_b", lora=True, sampler="official_ddim", seed=5, label="ddim_lora"),
-        Shot(ckpt="ckpt_b", sound="drums", steps=4, sampler="euler", interrupt=True, label="interrupt_euler"),
-        Shot(ckpt="ckpt_b", motion="motion_2", sound="word", frames=4, label="b_m2_word"),
+        Shot(ckpt="ckpt_b", sound="drums", steps=3, sampler="euler", interrupt=True, label="interrupt_euler"),
+        Shot(ckpt="ckpt_b", motion="motion_2", sound="word", frames=4, label="b_m2_word", **fast),
     ]
     return warm + [replace(s, seed=s.seed + r) for r in range(rounds) for s in variations] + [first]
 
@@ -333,10 +338,13 @@ class Session:
         self.events = EventListener(server.url, self.client_id)
 
     def rss_mb(self) -> float:
+        """The server's anonymous resident memory (RssAnon): its heap and tensors. Pages of model files ComfyUI maps
+        are left out: the kernel drops and re-reads them under memory pressure, so VmRSS swings by gigabytes on a
+        busy machine without the server doing anything."""
         for line in Path(f"/proc/{self.server.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError("no RssAnon")
 
     def vram_mb(self) -> float | None:
         devices = self.server.get_json("/system_stats").get("devices", [])
@@ -538,7 +546,7 @@ def _send(session: Session, shots: list[Shot], hostile_after: int, good: list, h
 def _line(number: int, o: Outcome, message: str = "") -> str:
     vram = "" if o.vram_mb is None else f" vram {o.vram_mb:8.0f} MB"
     tail = f"  {message[:150]}" if message else ""
-    return f"{number:3d} {o.label:36s} {o.status:11s} {o.seconds:7.1f} s  rss {o.rss_mb:7.0f} MB{vram}{tail}"
+    return f"{number:3d} {o.label:36s} {o.status:11s} {o.seconds:7.1f} s  anon rss {o.rss_mb:7.0f} MB{vram}{tail}"
 
 
 def stray_files(server: comfy_host.ComfyServer) -> list[str]:
@@ -569,9 +577,12 @@ def summary(day: Day) -> list[str]:
         ("failed good prompts", f"{len(failures)} {failures if failures else ''}".strip()),
         ("hostile prompts refused at queue time (HTTP 400)", f"{refused} of {len(day.hostile)}"),
         ("hostile refusals not naming the input", f"{len(unnamed)} {unnamed if unnamed else ''}".strip()),
-        ("RSS at start / after warm-up / at end", f"{day.rss_start_mb:.0f} / {warm:.0f} / {good[-1].rss_mb:.0f} MB"),
-        ("RSS growth after warm-up", f"{good[-1].rss_mb - warm:+.0f} MB"),
-        ("max RSS after warm-up", f"{max(o.rss_mb for o in good[day.warm_index :]):.0f} MB"),
+        (
+            "anon RSS at start / after warm-up / at end",
+            f"{day.rss_start_mb:.0f} / {warm:.0f} / {good[-1].rss_mb:.0f} MB",
+        ),
+        ("anon RSS growth after warm-up", f"{good[-1].rss_mb - warm:+.0f} MB"),
+        ("max anon RSS after warm-up", f"{max(o.rss_mb for o in good[day.warm_index :]):.0f} MB"),
     ]
     for name in sorted(day.opens):
         rows.append((f"opens of {name} (expected loads)", f"{day.opens[name]} ({day.expected.get(name, 0)})"))
