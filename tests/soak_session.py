@@ -291,21 +291,20 @@ def studio_day(rounds: int = 1) -> list[Shot]:
         Shot(ckpt="ckpt_b", motion="motion_2", label="motion_2", **fast),
         Shot(ckpt="ckpt_b", motion="motion_2", lora=True, label="lora", **fast),
     ]
-    variations = [
+    variations = [  # grouped by model, so a round switches each model about twice, as an artist would
         Shot(sound="word", frames=4, label="short_word", **fast),  # 0.83 s: one frame at 2 fps is 0.5 s
         Shot(sound="drums", audio_guidance=1.0, label="no_guidance", **fast),
         Shot(sound="claps", text_guidance=5.0, label="dual_guidance", **fast),
         Shot(batch=2, label="batch2", **fast),
         Shot(sound="drums", label="paper_pndm"),
-        Shot(motion="motion_2", steps=3, sampler="euler", interrupt=True, label="interrupt"),
         Shot(sound="long", windows=0, label="long_12s", **fast),
         Shot(sound="drums", frames=12, audio_guidance=1.0, score=True, label="sync_score", **fast),
-        Shot(motion="motion_2", lora=True, batch=2, text_guidance=4.0, label="batch2_dual_lora", **fast),
         Shot(sound="claps", seed=3, steps=3, interrupt=True, label="interrupt_pndm"),
-        # The second checkpoint last in each round: two switches a round (each switch holds both for a moment).
+        Shot(motion="motion_2", steps=3, sampler="euler", interrupt=True, label="interrupt"),
+        Shot(motion="motion_2", lora=True, batch=2, text_guidance=4.0, label="batch2_dual_lora", **fast),
+        Shot(ckpt="ckpt_b", motion="motion_2", sound="word", frames=4, label="b_m2_word", **fast),
         Shot(ckpt="ckpt_b", lora=True, sampler="official_ddim", seed=5, label="ddim_lora"),
         Shot(ckpt="ckpt_b", sound="drums", steps=3, sampler="euler", interrupt=True, label="interrupt_euler"),
-        Shot(ckpt="ckpt_b", motion="motion_2", sound="word", frames=4, label="b_m2_word", **fast),
     ]
     return warm + [replace(s, seed=s.seed + r) for r in range(rounds) for s in variations] + [first]
 
@@ -512,16 +511,18 @@ def run_day(session: Session, shots: list[Shot], warm_prompts: int, hostile_afte
     good, hostile = [], []
     try:
         _send(session, shots, hostile_after, good, hostile, say)
-    except KeyboardInterrupt:  # the benchmark stopped early: summarise what ran
-        say("stopped early (Ctrl-C): the summary covers the prompts above")
-        shots = shots[: len(good)]
+    except KeyboardInterrupt:  # stopped early: the prompt in flight finishes on the server, then the first again
+        say("stopped early (Ctrl-C): the first prompt is sent again, the summary covers the prompts above")
+        shots = [*shots[: len(good) + 1], shots[0]]
+        good.append(session.submit(graph(shots[0], session.names), shots[0].label))
+        say(_line(len(good) + len(hostile), good[-1]))
 
     def frames(outcome: Outcome) -> list:
         return [np.asarray(Image.open(p)) for p in outcome.images]
 
     first, last = frames(good[0]), frames(good[-1])
     identical = bool(first) and len(first) == len(last) and all(np.array_equal(a, b) for a, b in zip(first, last))
-    identical = identical and len(good) == len(shots) > 1 and shots[-1] == shots[0]  # the labels may differ
+    identical = identical and len(good) > 1 and shots[-1] == shots[0]  # the labels may differ
     return Day(good, hostile, rss_start, min(warm_prompts, len(good)) - 1, session.counter.counts(),
                expected_loads(shots), identical, stray_files(session.server))  # fmt: skip
 
