@@ -2,8 +2,8 @@
 of speech and percussion, a LoRA, batch 2, dual guidance, a ComfyUI sampler, a run stopped mid-sampling, then every
 hostile prompt of soak_session.HOSTILE, and the first prompt again.
 
-Slow host test (about N min on 2 CPU cores; set AVSYNC_SOAK_MODELS to a folder to keep the 5.5 GB of random
-models between runs). Needs espeak-ng and sox.
+Slow host test, not in the default run (select it with -m soak): 15 min on the shared 2-core machine (the models, 5.5 GB, take 3 min more
+to write unless AVSYNC_SOAK_MODELS names a folder that keeps them). Needs espeak-ng and sox.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from soak_session import Shot
 
 import comfy_host
 
-pytestmark = [pytest.mark.host, pytest.mark.slow]
+pytestmark = [pytest.mark.host, pytest.mark.slow, pytest.mark.soak]
 
 # RSS of the server may grow this much from the end of the first round of every model to the end of the day:
 # the allocator keeps some freed memory, a leaked clip or model would be hundreds of MB to GB.
