@@ -2,8 +2,8 @@
 of speech and percussion, a LoRA, batch 2, dual guidance, a ComfyUI sampler, a run stopped mid-sampling, then every
 hostile prompt of soak_session.HOSTILE, and the first prompt again.
 
-Slow host test, not in the default run (select it with -m soak): 15 min on the shared 2-core machine (the models, 5.5 GB, take 3 min more
-to write unless AVSYNC_SOAK_MODELS names a folder that keeps them). Needs espeak-ng and sox.
+Not in the default run (select it with -m soak): 15 min on the shared 2-core machine, and 3 min more to write the
+5.5 GB of models unless AVSYNC_SOAK_MODELS names a folder that keeps them. Needs espeak-ng and sox.
 """
 
 from __future__ import annotations
