@@ -337,9 +337,8 @@ class Session:
         self.events = EventListener(server.url, self.client_id)
 
     def rss_mb(self) -> float:
-        """The server's anonymous resident memory (RssAnon): its heap and tensors. Pages of model files ComfyUI maps
-        are left out: the kernel drops and re-reads them under memory pressure, so VmRSS swings by gigabytes on a
-        busy machine without the server doing anything."""
+        """The server's anonymous resident memory (RssAnon): its heap and tensors, what a leak grows. Pages of files
+        it maps are left out, since the kernel may drop and re-read them at any time."""
         for line in Path(f"/proc/{self.server.process.pid}/status").read_text().splitlines():
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) / 1024
