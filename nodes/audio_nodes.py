@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import comfy.model_management
 import comfy.ops
@@ -13,17 +14,20 @@ import torch
 from ..avsync_core.audio import (
     MAX_FRAMES,
     ImageBindAudioEncoder,
+    check_clip_duration,
+    check_decode_request,
     decode_audio,
     encode_audio_condition,
     from_comfy_audio,
     to_comfy_audio,
 )
-from ..avsync_core.errors import AudioError
+from ..avsync_core.errors import AudioError, AVSyncError, InvalidInputError
+from ..avsync_core.inputs import file_inside
 from . import model_paths
-from .compat import annotated_filepath
 from .ownership import owner
 from .previews import frame_preview_image, save_preview
 from .types import AUDIO_CONDITION, AUDIO_ENCODER, CATEGORY
+from .validation import check_widgets, verdict
 
 LOAD_AUDIO_TOOLTIPS = {
     "audio": (
@@ -93,16 +97,13 @@ class AVSyncLoadAudio:
     DESCRIPTION = "Loads an audio file or the sound track of a video, optionally only a window of it."
 
     def load(self, audio: str, start_seconds: float, duration_seconds: float):
-        path = annotated_filepath(audio)
+        path = _checked_audio(audio, start_seconds, duration_seconds)
         try:
             wave = decode_audio(
                 path, start=start_seconds, duration=duration_seconds or None, sample_rate=None, mono=False
             )
         except AudioError as err:
-            raise AudioError(
-                f"The audio input '{audio}' cannot be used: {err} Pick an audio file or a video that has a sound "
-                "track, with start_seconds inside it."
-            ) from None
+            raise _about_input(audio, err) from None
         return (to_comfy_audio(wave), wave.duration)
 
     @classmethod
@@ -116,14 +117,45 @@ class AVSyncLoadAudio:
         return f"{stat.st_size}:{stat.st_mtime_ns}:{start_seconds}:{duration_seconds}"
 
     @classmethod
-    def VALIDATE_INPUTS(cls, audio: str):  # names only `audio`: ComfyUI keeps checking the other inputs' ranges
-        if not folder_paths.exists_annotated_filepath(audio):
-            return f"Audio file not found in the input folder: {audio}"
-        if not folder_paths.filter_files_content_types([audio], ["audio", "video"]):
-            return (
-                f"'{audio}' is not an audio or video file; pick or upload a sound (wav, mp3, flac, ogg...) or a video."
-            )
-        return True
+    def VALIDATE_INPUTS(cls, audio: str, start_seconds: float, duration_seconds: float):
+        """Everything a load could refuse, from the file's header: a refused prompt loads no model."""
+        return verdict(
+            lambda: check_widgets(cls, start_seconds=start_seconds, duration_seconds=duration_seconds),
+            lambda: _checked_audio(audio, start_seconds, duration_seconds),
+        )
+
+
+def _audio_file(audio: str) -> Path:
+    """The file behind the widget value, refused when it is missing, not a sound, or outside its folder."""
+    if not isinstance(audio, str):
+        raise InvalidInputError(f"audio must be the name of a file in the input folder, got {audio!r}.")
+    name, folder = folder_paths.annotated_filepath(audio)
+    folder = folder or folder_paths.get_input_directory()
+    path = file_inside("audio", name, folder)
+    if not path.is_file():
+        raise AudioError(f"audio: file not found in the input folder: {audio}")
+    if not folder_paths.filter_files_content_types([name], ["audio", "video"]):
+        raise AudioError(
+            f"audio: '{audio}' is not an audio or video file; pick or upload a sound (wav, mp3, flac, ogg...) or a "
+            "video."
+        )
+    return path
+
+
+def _checked_audio(audio: str, start_seconds: float, duration_seconds: float) -> Path:
+    path = _audio_file(audio)
+    try:
+        check_decode_request(path, start_seconds, duration_seconds or None)
+    except AVSyncError as err:
+        raise _about_input(audio, err) from None
+    return path
+
+
+def _about_input(audio: str, err: AVSyncError) -> AudioError:
+    return AudioError(
+        f"The audio input '{audio}' cannot be used: {err} Pick an audio file or a video that has a sound track, with "
+        "start_seconds inside it."
+    )
 
 
 class AVSyncImageBindLoader:
@@ -176,6 +208,10 @@ class AVSyncEncodeAudio:
         "Turns audio into what AVSyncD listens to: 229 ImageBind tokens per 2 s clip, one segment per frame. "
         "Shows (and outputs) a picture of which sound each frame hears."
     )
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames: int, fps: float):
+        return verdict(lambda: check_widgets(cls, frames=frames, fps=fps), lambda: check_clip_duration(frames, fps))
 
     def encode(self, audio: dict, audio_encoder: ImageBindAudioEncoder, frames: int, fps: float, max_windows: int):
         wave = from_comfy_audio(audio)

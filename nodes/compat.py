@@ -17,8 +17,6 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from ..avsync_core.errors import InvalidInputError
-
 TESTED = "0.3.64"
 READ_UP_TO = "0.38.1"
 
@@ -175,7 +173,7 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement("folder_paths.get_input_directory", "audio dropdown"),
     Requirement("folder_paths.filter_files_content_types", "audio and video files", ("files", "content_types")),
     Requirement("folder_paths.get_annotated_filepath", "audio file path", ("name",)),
-    Requirement("folder_paths.exists_annotated_filepath", "audio file check", ("name",)),
+    Requirement("folder_paths.annotated_filepath", "audio file and the folder it must stay in", ("name",)),
 )
 
 
@@ -255,13 +253,3 @@ def host_problem() -> str | None:
 def rgb(image):
     """IMAGE pixels without an alpha channel: older VAE Encode dropped it itself, newer passes it to the VAE."""
     return image[..., :3]
-
-
-def annotated_filepath(name: str) -> str:
-    """The input file behind a widget value; newer hosts refuse paths outside the input folder with ValueError."""
-    import folder_paths
-
-    try:
-        return folder_paths.get_annotated_filepath(name)
-    except ValueError as err:
-        raise InvalidInputError(f"'{name}' is not a file in ComfyUI's input folder ({err}). Pick a file from the list.")

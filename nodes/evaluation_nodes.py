@@ -20,6 +20,7 @@ from . import model_paths
 from .ownership import owned, owner
 from .previews import save_preview
 from .types import CATEGORY, IMAGEBIND_VISION_AUDIO, SYNC_CLASSIFIER
+from .validation import check_widgets, verdict
 
 CLASSIFIER_LOADER_TOOLTIPS = {
     "classifier_name": (
@@ -145,6 +146,10 @@ class AVSyncSyncScore:
         f"How well {CLIP_FRAMES} frames are in sync with their sound: the AVSyncD paper's metrics and AV-Align, "
         "and a plot of onsets against motion."
     )
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio_start_seconds: float):
+        return verdict(lambda: check_widgets(cls, audio_start_seconds=audio_start_seconds))
 
     def score(
         self,

@@ -76,16 +76,20 @@ def official_sampler_and_sigmas(method: str, steps: int) -> tuple[OfficialSample
     return OfficialSampler(method, steps), official.official_sigmas(steps)
 
 
+def check_official_denoise(sampler_name: str, denoise: float) -> None:
+    if sampler_name in OFFICIAL_SAMPLER_NAMES and denoise < 1.0:
+        raise InvalidInputError(
+            f"{sampler_name} runs the official schedule from pure noise, so denoise must be 1 (got {denoise}). "
+            "For partial denoising pick a ComfyUI sampler."
+        )
+
+
 def sampler_and_sigmas(model, sampler_name: str, scheduler: str, steps: int, denoise: float):
     """The SAMPLER and SIGMAS of the AVSync Sampler's choices: an official sampler, or any ComfyUI one."""
     if steps < 1:
         raise InvalidInputError(f"steps must be 1 or more, got {steps}.")
+    check_official_denoise(sampler_name, denoise)
     if sampler_name in OFFICIAL_SAMPLER_NAMES:
-        if denoise < 1.0:
-            raise InvalidInputError(
-                f"{sampler_name} runs the official schedule from pure noise, so denoise must be 1 (got {denoise}). "
-                "For partial denoising pick a ComfyUI sampler."
-            )
         return official_sampler_and_sigmas(OFFICIAL_SAMPLER_NAMES[sampler_name], steps)
     sigmas = comfy.samplers.KSampler(
         model, steps, model.load_device, sampler_name, scheduler, denoise, model.model_options

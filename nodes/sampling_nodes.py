@@ -17,8 +17,9 @@ from ..avsync_core.sampling.chain import ClipRequest, sample_chained_clips
 from ..avsync_core.sampling.run import clip_latents
 from .compat import rgb
 from .guider import AVSyncCFGGuider
-from .official_sampling import OFFICIAL_SAMPLER_NAMES, sampler_and_sigmas
+from .official_sampling import OFFICIAL_SAMPLER_NAMES, check_official_denoise, sampler_and_sigmas
 from .types import AUDIO_CONDITION, CATEGORY
+from .validation import check_widgets, verdict
 
 TOOLTIPS = {
     "model": "An SD1.5 model with AVSyncD applied ('Apply AVSyncD').",
@@ -124,6 +125,13 @@ class AVSyncSampler:
         "previous clip's last frame)."
     )
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio_guidance: float, text_guidance: float, sampler_name: str, denoise: float):
+        return verdict(
+            lambda: check_widgets(cls, audio_guidance=audio_guidance, text_guidance=text_guidance, denoise=denoise),
+            lambda: check_official_denoise(sampler_name, denoise),
+        )
+
     def sample(
         self,
         model,
@@ -206,6 +214,10 @@ class AVSyncGuider:
     DESCRIPTION = (
         "AVSyncD's audio (and optional text) guidance for SamplerCustomAdvanced: any sampler, sigmas and noise."
     )
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio_guidance: float, text_guidance: float):
+        return verdict(lambda: check_widgets(cls, audio_guidance=audio_guidance, text_guidance=text_guidance))
 
     def get_guider(
         self,

@@ -828,14 +828,14 @@ def api_prompt_sd15_txt2img(
 # --------------------------------------------------------------------------------------------------
 
 
-def write_random_motion_module(path: Path) -> Path:
+def write_random_motion_module(path: Path, seed: int = 0) -> Path:
     """A full-size SD1.5 AVSyncD motion module with small random weights, in fp16 (about 620 MB)."""
     from avsync_core.model.motion_files import save_motion_module
     from avsync_core.model.motion_module import MotionConfig, MotionModule
 
     with torch.device("meta"):
         motion = MotionModule(MotionConfig())
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     state = {k: (0.02 * torch.randn(v.shape, generator=generator)).half() for k, v in motion.state_dict().items()}
     motion.load_state_dict(state, assign=True)
     save_motion_module(path, motion)

@@ -64,13 +64,47 @@ def test_load_audio_offers_upload_and_refuses_files_that_are_not_sound(pack, tmp
 
     assert AVSyncLoadAudio.INPUT_TYPES()["required"]["audio"][1]["audio_upload"] is True
     (tmp_path / "notes.txt").write_text("not a sound")
-    (tmp_path / "clap.wav").write_bytes(b"RIFF")
+    comfy_host.write_clicks(tmp_path / "clap.wav")
     previous = folder_paths.get_input_directory()
     folder_paths.set_input_directory(str(tmp_path))
     try:
-        message = AVSyncLoadAudio.VALIDATE_INPUTS("notes.txt")
-        assert AVSyncLoadAudio.VALIDATE_INPUTS("clap.wav") is True
-        assert "not found" in AVSyncLoadAudio.VALIDATE_INPUTS("gone.wav")
+        message = AVSyncLoadAudio.VALIDATE_INPUTS("notes.txt", 0.0, 0.0)
+        assert AVSyncLoadAudio.VALIDATE_INPUTS("clap.wav", 0.0, 0.0) is True
+        assert "not found" in AVSyncLoadAudio.VALIDATE_INPUTS("gone.wav", 0.0, 0.0)
     finally:
         folder_paths.set_input_directory(previous)
     assert "'notes.txt' is not an audio or video file" in message and "upload a sound" in message
+
+
+def test_load_audio_refuses_hostile_values_when_the_prompt_is_queued(pack, tmp_path):
+    """Each refusal comes from VALIDATE_INPUTS (queue time, before any model loads) and names the input."""
+    import folder_paths
+    from comfyui_avsync.nodes.audio_nodes import AVSyncLoadAudio
+
+    inputs, outside = tmp_path / "input", tmp_path / "private"
+    inputs.mkdir()
+    outside.mkdir()
+    comfy_host.write_clicks(outside / "secret.wav")
+    comfy_host.write_clicks(inputs / "clap.wav", seconds=1.0)
+    (inputs / "link.wav").symlink_to(outside / "secret.wav")
+    (inputs / "empty.wav").write_bytes(b"")
+    (inputs / "cut.wav").write_bytes((inputs / "clap.wav").read_bytes()[:30])
+    previous = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(inputs))
+    try:
+        cases = {
+            ("../private/secret.wav", 0.0, 0.0): "leads outside the folder",
+            ("link.wav", 0.0, 0.0): "leads outside the folder",
+            ("empty.wav", 0.0, 0.0): "is empty (0 bytes)",
+            ("cut.wav", 0.0, 0.0): "FFmpeg cannot read",
+            ("clap.wav", float("nan"), 0.0): "start_seconds must be a finite number",
+            ("clap.wav", 0.0, float("inf")): "duration_seconds must be a finite number",
+            ("clap.wav", 5.0, 0.0): "at or past the end of the audio",
+            (7, 0.0, 0.0): "audio must be the name of a file",
+        }
+        answers = {case: AVSyncLoadAudio.VALIDATE_INPUTS(*case) for case in cases}
+        assert AVSyncLoadAudio.VALIDATE_INPUTS("clap.wav", 0.5, 0.0) is True
+    finally:
+        folder_paths.set_input_directory(previous)
+    for case, expected in cases.items():
+        assert isinstance(answers[case], str) and expected in answers[case], (case, answers[case])

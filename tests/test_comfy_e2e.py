@@ -111,10 +111,8 @@ def test_negative_audio_guidance_is_rejected_naming_the_input(server):
     assert status == 400
     (sampler_id,) = [k for k, v in prompt.items() if v["class_type"] == "AVSyncSampler"]
     errors = reply["node_errors"][sampler_id]["errors"]
-    assert {(e["type"], e["extra_info"]["input_name"]) for e in errors} == {
-        ("value_smaller_than_min", "audio_guidance")
-    }
-    assert "smaller than min of 0.0" in errors[0]["message"]
+    assert {e["type"] for e in errors} == {"custom_validation_failed"}  # the pack's VALIDATE_INPUTS, at queue time
+    assert "audio_guidance must be between 0 and 30, got -1.0" in errors[0]["details"]
 
 
 def test_the_pack_offers_its_ui_workflows_as_templates(server):

@@ -893,7 +893,9 @@ def test_empty_model_folders_offer_a_placeholder_that_says_what_to_put_where(pac
                 loader().load("gone.safetensors")
 
 
-def test_negative_guidance_is_refused_by_comfy_validation_and_by_the_guider(tiny, motion, audio, pack, monkeypatch):
+def test_negative_and_nan_guidance_are_refused_at_queue_time_and_by_the_guider(tiny, motion, audio, pack, monkeypatch):
+    """NaN passes ComfyUI's own range check (it compares false with every bound), so the pack's VALIDATE_INPUTS checks
+    the guidance inputs itself, with the node's own bounds."""
     import asyncio
 
     import execution
@@ -903,14 +905,14 @@ def test_negative_guidance_is_refused_by_comfy_validation_and_by_the_guider(tiny
 
     for node_id in ("AVSyncGuider", "AVSyncSampler"):
         monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, node_id, pack.NODE_CLASS_MAPPINGS[node_id])
-    prompt = {
-        "1": {"class_type": "AVSyncGuider", "inputs": {"audio_guidance": -1.0, "text_guidance": 1.0, "window": 0}}
-    }
-    valid, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "1", {}))
-    assert not valid
-    below_min = [e for e in errors if e["type"] == "value_smaller_than_min"]
-    assert [e["extra_info"]["input_name"] for e in below_min] == ["audio_guidance"]
-    assert "smaller than min of 0.0" in below_min[0]["message"]
+    for value, says in ((-1.0, "audio_guidance must be between 0 and 30, got -1.0"), (float("nan"), "finite")):
+        prompt = {
+            "1": {"class_type": "AVSyncGuider", "inputs": {"audio_guidance": value, "text_guidance": 1.0, "window": 0}}
+        }
+        valid, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "1", {}))
+        assert not valid
+        custom = [e for e in errors if e["type"] == "custom_validation_failed"]
+        assert custom and all(says in e["details"] for e in custom), errors
 
     patched = apply(tiny.base.clone(), motion)
     for kwargs, name in (({"audio_scale": -1.0}, "audio guidance"), ({"text_scale": -0.5}, "text guidance")):

@@ -5,7 +5,7 @@ Host-independent (no ComfyUI import); ComfyUI's AUDIO values convert with ``to_c
 
 from .comfy_audio import from_comfy_audio, to_comfy_audio
 from .condition import AudioCondition, encode_audio_condition
-from .decode import MAX_DECODE_SECONDS, decode_audio, probe_audio_duration
+from .decode import MAX_DECODE_SECONDS, check_decode_request, decode_audio, probe_audio_duration
 from .imagebind import AudioEncoderOutput, ImageBindAudioConfig, ImageBindAudioEncoder
 from .mel import (
     CLIP_SECONDS,
@@ -52,6 +52,7 @@ __all__ = [
     "TIME_PATCHES",
     "Waveform",
     "check_clip_duration",
+    "check_decode_request",
     "check_finite",
     "clip_windows",
     "decode_audio",

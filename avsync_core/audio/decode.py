@@ -315,3 +315,31 @@ def probe_audio_duration(path: str | os.PathLike) -> float:
         if end is None:
             raise AudioError(f"{p}: the audio stream has no timestamps, so its length is unknown.")
         return float(end - origin)
+
+
+def check_decode_request(
+    path: str | os.PathLike,
+    start: float = 0.0,
+    duration: float | None = None,
+    *,
+    max_seconds: float = MAX_DECODE_SECONDS,
+) -> float:
+    """The length of the audio ``decode_audio`` would return for this request, from the file's header only.
+
+    Refuses what decoding would refuse only after reading the file (an unreadable or empty file, a start at or past
+    the end, more than ``max_seconds`` in one piece), so a host can refuse it before any model is loaded.
+    """
+    start = _check_seconds(start, "start", allow_zero=True)
+    if duration is not None:
+        duration = _check_seconds(duration, "duration", allow_zero=False)
+    max_seconds = _check_seconds(max_seconds, "max_seconds", allow_zero=False)
+    length = probe_audio_duration(path)
+    if start >= length:
+        raise _past_end(Path(path), start, length)
+    wanted = length - start if duration is None else min(duration, length - start)
+    if wanted > max_seconds:
+        raise InvalidInputError(
+            f"{wanted:.0f} s of audio were requested in one piece, above the limit of {max_seconds:.0f} s. Load a "
+            "window with start and duration (long animations are encoded window by window)."
+        )
+    return wanted
