@@ -22,12 +22,17 @@ import soak_session  # noqa: E402
 import comfy_host  # noqa: E402
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags (also read by tests/test_docs.py)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the 13 variations (3 -> 44 good prompts)")
     parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "avsync-soak-models",
                         help="folder for the random models; kept and reused between runs")  # fmt: skip
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.rounds < 1:
         print("soak: --rounds must be 1 or more", file=sys.stderr)
         return 2
