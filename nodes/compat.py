@@ -148,6 +148,12 @@ HOST_API: tuple[Requirement, ...] = (
         ),
         leading=True,
     ),
+    Requirement(
+        "comfy.context_windows.IndexListContextHandler.set_step",
+        "overridden: the step from one sigma",
+        ("self", "timestep", "model_options"),
+        leading=True,
+    ),
     Requirement("comfy.context_windows.ContextSchedule", "anchored window schedule", ("name", "func"), leading=True),
     Requirement("comfy.context_windows.ContextFuseMethod", "AVSyncD's window weights", ("name", "func"), leading=True),
     Requirement("comfy.context_windows.ContextSchedules.STATIC_STANDARD", "the sampler's context schedule"),

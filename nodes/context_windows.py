@@ -29,6 +29,15 @@ STATIC = comfy.context_windows.ContextSchedules.STATIC_STANDARD
 LOOPED = comfy.context_windows.ContextSchedules.UNIFORM_LOOPED
 
 
+class _AnchoredHandler(comfy.context_windows.IndexListContextHandler):
+    """The host's handler, finding the step from one sigma: with frames in the batch (dim 0) the sampler's
+    timestep has one entry per frame, which the host's step lookup cannot compare with the schedule (it fails
+    with a size mismatch). All frames share the step's sigma."""
+
+    def set_step(self, timestep, model_options):
+        super().set_step(timestep.reshape(-1)[:1], model_options)
+
+
 def context_handler(model_options: dict):
     """The context handler a node such as Context Windows (Manual) put on the model, or None."""
     return model_options.get("context_handler")
@@ -82,7 +91,7 @@ def anchored_handler(handler, total_frames: int, frames: int):
         video = idxs[0] // total_frames
         return fuse_weights(fuse, [i - video * total_frames for i in idxs], total_frames, overlap).tolist()
 
-    anchored = comfy.context_windows.IndexListContextHandler(
+    anchored = _AnchoredHandler(
         comfy.context_windows.ContextSchedule(handler.context_schedule.name, schedule),
         comfy.context_windows.ContextFuseMethod(fuse, weights),
         context_length=frames,

@@ -49,7 +49,10 @@ TOOLTIPS = {
     "image": "The first frame (one per video). Encoded with the VAE like core VAE Encode does; needs the vae input.",
     "vae": "The VAE that encodes the image (usually the checkpoint's).",
     "first_latent": "Instead of image + VAE: the first frame as a latent, one per video.",
-    "window": "Which clip of long audio this guider renders (0 = the first).",
+    "window": (
+        "Which clip of long audio this guider renders (0 = the first). Not used for a whole-sound latent sampled "
+        "in context windows (Context Windows (Manual) on the model)."
+    ),
     "guider_negative": "Needed only when text_guidance is above 1 (usually an empty prompt).",
     "latent_model": "The model the latent is for (gives its latent channels).",
     "latent_audio": "Gives the frames per clip.",
