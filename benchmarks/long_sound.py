@@ -50,16 +50,22 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def models(tiny: bool):
-    from avsync_core.model.unet import AVSyncUNet
-    from avsync_core.train.models import random_parts
+def unet(tiny: bool):
+    """Only the UNet (the VAE, text encoder and audio encoder are not needed to sample), to keep the peak low."""
+    from diffusers import UNet2DConditionModel
 
-    base, _, _, audio_encoder = random_parts("tiny" if tiny else "sd15", seed=0)
+    from avsync_core.audio import ImageBindAudioConfig
+    from avsync_core.model.unet import AVSyncUNet
+    from avsync_core.sd15.unet import SD15_UNET_CONFIG
+    from avsync_core.train.models import TINY_IMAGEBIND_CONFIG, TINY_UNET_CONFIG
+
     torch.manual_seed(0)
-    unet = AVSyncUNet.from_base(base, audio_dim=audio_encoder.token_dim).eval()
-    for p in unet.motion.parameters():  # a fresh motion module is an identity (zero-initialised): make it act
+    base = UNet2DConditionModel.from_config(TINY_UNET_CONFIG if tiny else SD15_UNET_CONFIG)
+    width = (TINY_IMAGEBIND_CONFIG if tiny else ImageBindAudioConfig()).embed_dim  # the token width
+    model = AVSyncUNet.from_base(base, audio_dim=width).eval()
+    for p in model.motion.parameters():  # a fresh motion module is an identity (zero-initialised): make it act
         p.data.normal_(0, 0.02)
-    return unet, audio_encoder
+    return model
 
 
 def random_condition(seconds: float, width: int) -> AudioCondition:
@@ -88,28 +94,31 @@ def border_pairs(mode: str, total: int, overlap: int) -> torch.Tensor:
 def measure(mode: str, args: argparse.Namespace) -> dict:
     from avsync_core.sampling import make_scheduler, sample_context_video_latents, sample_long_video_latents
 
-    unet, audio_encoder = models(args.tiny)
     if mode == "encode":
+        from avsync_core.audio import ImageBindAudioConfig, ImageBindAudioEncoder
+        from avsync_core.train.models import TINY_IMAGEBIND_CONFIG
+
+        audio_encoder = ImageBindAudioEncoder(TINY_IMAGEBIND_CONFIG if args.tiny else ImageBindAudioConfig()).eval()
         mels = null_melspectrogram(8) + 0.1 * torch.randn(8, 1, 128, 204)
         with torch.no_grad():
             audio_encoder.encode_tokens(mels[:1])
             t0 = time.perf_counter()
             audio_encoder.encode_tokens(mels)
         return {"mode": mode, "peak_mb": peak_mb(), "seconds": (time.perf_counter() - t0) / 8}
-    del audio_encoder
-    audio = random_condition(args.seconds, unet.motion.config.audio_dim)
+    model = unet(args.tiny)
+    audio = random_condition(args.seconds, model.motion.config.audio_dim)
     g = torch.Generator().manual_seed(2)
     latent = args.size // 8
     first = torch.randn(1, 4, latent, latent, generator=g)
-    text = torch.randn(1, 77, unet.base.config.cross_attention_dim, generator=g)
+    text = torch.randn(1, 77, model.base.config.cross_attention_dim, generator=g)
     common = dict(seed=0, steps=args.steps, audio_scale=4.0, progress=False)
     overlap = 0 if mode == "chain" else int(mode.split("-o")[1])
     t0 = time.perf_counter()
     if mode == "chain":
-        latents = sample_long_video_latents(unet, make_scheduler("ddim"), first, text, audio, **common)
+        latents = sample_long_video_latents(model, make_scheduler("ddim"), first, text, audio, **common)
     else:
         latents = sample_context_video_latents(
-            unet, make_scheduler("ddim"), first, text, audio, overlap=overlap, fuse=args.fuse, **common
+            model, make_scheduler("ddim"), first, text, audio, overlap=overlap, fuse=args.fuse, **common
         )
     seconds = time.perf_counter() - t0
     frames = latents[0].transpose(0, 1).float()
