@@ -1,8 +1,10 @@
 """``python -m avsync_core.animate --image IMG --audio SOUND --sd15 CKPT --avsyncd AVSYNCD -o out.mp4``
 
-Animates one image in time with a sound, without ComfyUI: every 2 s window of the sound is one clip, each clip
-starting at the previous clip's last frame. The mp4 carries the sound (AAC, as ComfyUI's Save Video writes it),
-exactly as long as the video. Bad input is one line on stderr and exit status 2.
+Animates one image in time with a sound, without ComfyUI. Sound longer than one 2 s clip is made either of chained
+clips (``--long-sound chain``: each clip starts at the previous clip's last frame; least memory and compute) or of
+context windows (``--long-sound context``: all frames denoised together, every window anchored on the picture,
+``--overlap`` frames shared by neighbours, fused by ``--fuse``). The mp4 carries the sound (AAC, as ComfyUI's
+Save Video writes it), exactly as long as the video. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def parse_seconds(text: str | None) -> tuple[float, float | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sampling.context import DEFAULT_OVERLAP, FUSE_METHODS, LONG_SOUND_MODES
     from .sampling.schedulers import SCHEDULERS
 
     p = argparse.ArgumentParser(prog=PROG, description="Animate an image in time with a sound (AVSyncD).")
@@ -52,7 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=12, help="frames per 2 s clip (paper: 12)")
     p.add_argument("--fps", type=float, default=6.0, help="frame rate; frames / fps must be 2 s (paper: 6)")
     p.add_argument("--seconds", metavar="START:END", help="the part of the sound to animate (default: all of it)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; clip k uses seed + k (mod 2**64)")
+    p.add_argument(
+        "--long-sound",
+        choices=LONG_SOUND_MODES,
+        default="chain",
+        help="sound past one clip: chain clips (least memory/compute) or context windows anchored on the image",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help="context windows: new frames neighbouring windows share, 0 .. frames - 2; costs "
+        "(frames - 1) / (frames - 1 - overlap) x the UNet work of chaining",
+    )
+    p.add_argument("--fuse", choices=FUSE_METHODS, default="pyramid", help="context windows: how overlaps are fused")
+    p.add_argument("--seed", type=int, default=0, help="noise seed; chained clip k uses seed + k (mod 2**64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     dtype_argument(p, "auto", "model precision (default: fp16 on a GPU, fp32 on the CPU)")
     p.add_argument("--size", type=int, default=256, help="square output size in pixels (paper: 256)")
@@ -94,7 +111,10 @@ def run(args: argparse.Namespace) -> Path:
     if args.steps < 1:
         raise InvalidInputError(f"--steps must be at least 1, got {args.steps}.")
     guidance = (args.audio_guidance, args.text_guidance)
-    options = SamplingOptions(args.frames, args.fps, args.steps, args.scheduler, *guidance)
+    options = SamplingOptions(
+        args.frames, args.fps, args.steps, args.scheduler, *guidance, args.long_sound, args.overlap, args.fuse
+    )
+    options.check()
     start, duration = parse_seconds(args.seconds)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

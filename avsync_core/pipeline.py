@@ -8,6 +8,7 @@ gives the motion module (and, for an official folder, the ImageBind audio encode
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from .errors import AVSyncError, CheckpointError, InvalidInputError
 from .model.motion_files import load_motion_module
 from .model.motion_module import MotionConfig
 from .model.unet import AVSyncUNet
-from .sampling import make_scheduler, sample_long_video_latents
+from .sampling import make_scheduler, sample_context_video_latents, sample_long_video_latents
+from .sampling.context import DEFAULT_OVERLAP, check_fuse, check_long_sound, check_overlap
 from .sd15 import move_module
 from .sd15.components import (
     encode_prompts,
@@ -37,6 +39,7 @@ from .sd15.unet import load_sd15_unet
 from .video import center_crop_resize
 
 Tensor = torch.Tensor
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,16 @@ class SamplingOptions:
     scheduler: str = "pndm"
     audio_guidance: float = 4.0
     text_guidance: float = 1.0
+    long_sound: str = "chain"  # sound past one clip: "chain" clips, or "context" windows (sampling/context.py)
+    overlap: int = DEFAULT_OVERLAP  # context windows: new frames shared by neighbouring windows
+    fuse: str = "pyramid"  # context windows: how overlapping predictions are weighted
+
+    def check(self) -> None:
+        """Refuse long-sound settings that cannot run, before any model is loaded."""
+        check_long_sound(self.long_sound)
+        if self.long_sound == "context":
+            check_overlap(self.overlap, self.frames)
+            check_fuse(self.fuse)
 
 
 def check_frame_layout(frames: int, fps: float) -> None:
@@ -171,11 +184,20 @@ def animate(
     seed: int,
     progress: bool = True,
 ) -> tuple[Tensor, AudioCondition]:
-    """(1 + W * (F - 1), 3, H, W) frames in [0, 1] for every 2 s window of ``sound``, and the encoded audio."""
-    audio = encode_audio_condition(models.audio_encoder, sound, options.frames, options.fps)
+    """(1 + W * (F - 1), 3, H, W) frames in [0, 1] for every 2 s window of ``sound``, and the encoded audio;
+    chained clips or context windows as ``options.long_sound`` says."""
+    options.check()
+    context = options.long_sound == "context"
+    audio = encode_audio_condition(
+        models.audio_encoder, sound, options.frames, options.fps, every_start=context and options.overlap > 0
+    )
+    if context and audio.num_windows == 1:
+        log.warning("The sound fills one clip, so context windows have nothing to overlap: sampling one clip.")
     text = models.encode_prompts([prompt])
     null_text = models.encode_prompts([negative]) if options.text_guidance > 1.0 else None
-    latents = sample_long_video_latents(
+    sample = sample_context_video_latents if context else sample_long_video_latents
+    extra = {"overlap": options.overlap, "fuse": options.fuse} if context else {}
+    latents = sample(
         models.unet,
         make_scheduler(options.scheduler),
         encode_image(models.vae, image),
@@ -187,6 +209,7 @@ def animate(
         audio_scale=options.audio_guidance,
         text_scale=options.text_guidance,
         null_text=null_text,
+        **extra,
     )
     return decode_latents(models.vae, latents), audio
 

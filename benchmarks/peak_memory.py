@@ -59,12 +59,14 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_modes(script_path: str, workdir: Path, modes: tuple[str, ...]) -> dict[str, dict]:
-    """``script_path --measure MODE --workdir DIR`` for each mode, each in a fresh process; their JSON rows."""
+def measure_modes(
+    script_path: str, workdir: Path, modes: tuple[str, ...], extra: tuple[str, ...] | list[str] = ()
+) -> dict[str, dict]:
+    """``script_path --measure MODE --workdir DIR [extra]`` for each mode, each in a fresh process; their JSON rows."""
     rows = {}
     for mode in modes:
         out = subprocess.run(
-            [sys.executable, script_path, "--measure", mode, "--workdir", str(workdir)],
+            [sys.executable, script_path, "--measure", mode, "--workdir", str(workdir), *extra],
             check=True,
             capture_output=True,
             text=True,

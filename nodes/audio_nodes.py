@@ -60,7 +60,13 @@ ENCODE_AUDIO_TOOLTIPS = {
         "How many consecutive clips to prepare for longer audio (each starts at the previous clip's last "
         "frame); 0 = as many as the audio holds."
     ),
+    "window_starts": (
+        "every frame: also encode the 2 s starting at every frame, which context windows with overlap need (the "
+        "AVSync Sampler's long_sound = context, or Context Windows (Manual)); frames-1 times the encoder work. "
+        "clip starts: only the chained clips' windows (enough for chaining and for context overlap 0)."
+    ),
 }
+WINDOW_STARTS = ("every frame", "clip starts")
 
 
 class AVSyncLoadAudio:
@@ -192,7 +198,10 @@ class AVSyncEncodeAudio:
                 "frames": ("INT", {"default": 12, "min": 2, "max": MAX_FRAMES, "tooltip": tips["frames"]}),
                 "fps": ("FLOAT", {"default": 6.0, "min": 0.5, "max": 120.0, "step": 0.5, "tooltip": tips["fps"]}),
                 "max_windows": ("INT", {"default": 1, "min": 0, "max": 10000, "tooltip": tips["max_windows"]}),
-            }
+            },
+            "optional": {
+                "window_starts": (list(WINDOW_STARTS), {"default": WINDOW_STARTS[0], "tooltip": tips["window_starts"]})
+            },
         }
 
     RETURN_TYPES = (AUDIO_CONDITION, "INT", "IMAGE")
@@ -213,7 +222,15 @@ class AVSyncEncodeAudio:
     def VALIDATE_INPUTS(cls, frames: int, fps: float):
         return verdict(lambda: check_widgets(cls, frames=frames, fps=fps), lambda: check_clip_duration(frames, fps))
 
-    def encode(self, audio: dict, audio_encoder: ImageBindAudioEncoder, frames: int, fps: float, max_windows: int):
+    def encode(
+        self,
+        audio: dict,
+        audio_encoder: ImageBindAudioEncoder,
+        frames: int,
+        fps: float,
+        max_windows: int,
+        window_starts: str = WINDOW_STARTS[0],
+    ):
         wave = from_comfy_audio(audio)
         pbar = comfy.utils.ProgressBar(1)
 
@@ -225,7 +242,15 @@ class AVSyncEncodeAudio:
         # offloads it when the memory is wanted later.
         comfy.model_management.load_models_gpu([owner(audio_encoder)])
         with torch.inference_mode():
-            condition = encode_audio_condition(audio_encoder, wave, frames, fps, max_windows or None, progress)
+            condition = encode_audio_condition(
+                audio_encoder,
+                wave,
+                frames,
+                fps,
+                max_windows or None,
+                progress,
+                every_start=window_starts == WINDOW_STARTS[0],
+            )
         condition = condition.to("cpu")
         preview = frame_preview_image(wave, condition)
-        return {"ui": save_preview(preview), "result": (condition, 1 + condition.num_windows * (frames - 1), preview)}
+        return {"ui": save_preview(preview), "result": (condition, condition.total_frames, preview)}

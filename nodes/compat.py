@@ -131,6 +131,40 @@ HOST_API: tuple[Requirement, ...] = (
     ),
     Requirement("comfy.samplers.KSampler.SAMPLERS", "sampler dropdown"),
     Requirement("comfy.samplers.KSampler.SCHEDULERS", "scheduler dropdown"),
+    # Context windows (nodes/context_windows.py): core's handler, given AVSyncD's anchored windows.
+    Requirement(
+        "comfy.context_windows.IndexListContextHandler",
+        "context windows on long sound",
+        (
+            "context_schedule",
+            "fuse_method",
+            "context_length",
+            "context_overlap",
+            "context_stride",
+            "closed_loop",
+            "dim",
+        ),
+        leading=True,
+    ),
+    Requirement(
+        "comfy.context_windows.IndexListContextHandler.set_step",
+        "overridden: the step from one sigma",
+        ("self", "timestep", "model_options"),
+        leading=True,
+    ),
+    Requirement("comfy.context_windows.ContextSchedule", "anchored window schedule", ("name", "func"), leading=True),
+    Requirement("comfy.context_windows.ContextFuseMethod", "AVSyncD's window weights", ("name", "func"), leading=True),
+    Requirement("comfy.context_windows.ContextSchedules.STATIC_STANDARD", "the sampler's context schedule"),
+    Requirement("comfy.context_windows.ContextSchedules.UNIFORM_LOOPED", "refused: wraps frames around"),
+    Requirement(
+        "comfy.context_windows.get_matching_context_schedule", "the sampler's context schedule", ("context_schedule",)
+    ),
+    Requirement("comfy.context_windows.get_matching_fuse_method", "the sampler's fuse method", ("fuse_method",)),
+    Requirement(
+        "comfy.context_windows.create_prepare_sampling_wrapper",
+        "memory estimate per window, as core's node",
+        ("model",),
+    ),
     Requirement("comfy.sample.prepare_noise", "noise per clip", ("latent_image", "seed"), leading=True),
     Requirement(
         "comfy.sample.fix_empty_latent_channels", "first-frame latents", ("model", "latent_image"), leading=True

@@ -3,9 +3,13 @@
 Any ComfyUI sampler, scheduler and noise source drives it (SamplerCustomAdvanced, or the AVSync Sampler node).
 Each guidance branch is a cond list handed to ``calc_cond_batch``, so ComfyUI batches branches as it sees fit;
 the branch index of every chunk (``cond_or_uncond``) tells the injected model which audio that chunk hears.
+A context handler on the model (core's Context Windows (Manual), or the AVSync Sampler's long_sound = context) makes
+the guider sample whole sounds in AVSyncD's anchored windows (``context_windows.py``).
 """
 
 from __future__ import annotations
+
+import logging
 
 import comfy.model_management
 import comfy.model_patcher
@@ -15,13 +19,15 @@ import torch
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import AVSyncError, InvalidInputError
 from ..avsync_core.sampling.guidance import cfg_terms, guidance_branches
-from ..avsync_core.sampling.run import SamplingRun, check_fits_model
+from ..avsync_core.sampling.run import ContextRun, SamplingRun, check_fits_model
 from ..avsync_core.sd15.family import check_text_width
+from .context_windows import anchored_handler, check_handler, context_handler
 from .patching import RUN_KEY, avsync_motion, is_avsync_model
 
 # What the user connects, named in the messages of checks on the model's inputs.
 AUDIO_INPUT = "The avsync_audio input"
 LATENT_INPUT = "The first frame (the image + vae or first_latent input, or the latent from 'AVSync Clip Latent')"
+log = logging.getLogger(__name__)
 
 
 class AVSyncCFGGuider(comfy.samplers.CFGGuider):
@@ -46,7 +52,8 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         self.audio_scale, self.text_scale = audio_scale, text_scale
         self.audio = audio
         self.window = window
-        self.run: SamplingRun | None = None
+        self.run: SamplingRun | ContextRun | None = None
+        self.context_handler = None  # the anchored handler of a context-window run, None for one clip
 
     def set_conds(self, positive, negative=None) -> None:
         if any(not b.text for b in self.branches) and not negative:
@@ -72,13 +79,20 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
     ):
         """``host_kwargs``: what newer ComfyUI passes besides (``latent_shapes``), handed on unchanged."""
-        frames = self.audio.frames
-        if latent_image.shape[0] % frames:
+        frames, total = self.audio.frames, self.audio.total_frames
+        handler = context_handler(self.model_options)
+        if handler is not None:
+            check_handler(handler, frames)
+        context = handler is not None and total > frames and latent_image.shape[0] % total == 0
+        if not context and latent_image.shape[0] % frames:
             raise InvalidInputError(
                 f"The latent holds {latent_image.shape[0]} frames, which is not a whole number of {frames}-frame clips "
-                f"(the audio was encoded for {frames} frames). Make the latent with the 'AVSync Clip Latent' node from "
-                "the same audio condition."
+                f"(the audio was encoded for {frames} frames) nor, with context windows on the model, of the sound's "
+                f"{total} frames. Make the latent with the 'AVSync Clip Latent' node from the same audio condition "
+                "(whole_sound on for context windows)."
             )
+        if handler is not None and not context:
+            log.info("AVSyncD: the latent is one clip per video, so the context windows are that clip: one window.")
         unet_channels = self.model_patcher.get_model_object("diffusion_model").in_channels
         check_fits_model(
             self.audio.tokens.shape[-1],
@@ -88,13 +102,14 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             audio_input=AUDIO_INPUT,
             latent_input=LATENT_INPUT,
         )
-        first = latent_image.view(-1, frames, *latent_image.shape[1:])[:, 0]
-        self.run = SamplingRun.for_window(
-            self.audio,
-            self.window,
-            self.inner_model.process_latent_in(first.to(device)),
-            [b.audio for b in self.branches],
-        )
+        first = latent_image.view(-1, total if context else frames, *latent_image.shape[1:])[:, 0]
+        first = self.inner_model.process_latent_in(first.to(device))
+        branch_audio = [b.audio for b in self.branches]
+        if context:
+            self.run = ContextRun(self.audio, first, tuple(branch_audio))
+            self.context_handler = anchored_handler(handler, total, frames)
+        else:
+            self.run = SamplingRun.for_window(self.audio, self.window, first, branch_audio)
         try:
             samples = super().inner_sample(
                 noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **host_kwargs
@@ -102,6 +117,7 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             return self.run.pin_result(samples, latent_image)
         finally:
             self.run = None  # its first-frame latents (maybe on the GPU) are not kept alive by the guider
+            self.context_handler = None
 
     def predict_noise(self, x, timestep, model_options=None, seed=None):
         comfy.model_management.throw_exception_if_processing_interrupted()
@@ -109,6 +125,10 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         conds = [self.conds["positive"] if b.text else self.conds["negative"] for b in self.branches]
         options = comfy.model_patcher.create_model_options_clone(model_options or {})
         options.setdefault("transformer_options", {})[RUN_KEY] = self.run
+        if self.context_handler is not None:
+            options["context_handler"] = self.context_handler
+        else:  # one clip: the host must not cut it (or several videos' clips) into windows
+            options.pop("context_handler", None)
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
         # Every guidance mode is one ComfyUI CFG step (see cfg_terms), with the hooks ComfyUI's sampling_function
         # calls: pre-CFG functions, then cfg_function (sampler_cfg_function, post-CFG functions). So CFG-modifying

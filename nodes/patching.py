@@ -32,7 +32,7 @@ from ..avsync_core.errors import AVSyncError, CheckpointError
 from ..avsync_core.model.additions import AudioContext, frame_group_norm
 from ..avsync_core.model.motion_module import MotionModule
 from ..avsync_core.model.unet_layout import diffusers_config_from_ldm, diffusers_to_ldm_key, unet_module_map
-from ..avsync_core.sampling.run import SamplingRun
+from ..avsync_core.sampling.run import ContextRun, SamplingRun
 from ..avsync_core.sd15.family import check_base_fits
 from .ownership import owner
 
@@ -197,7 +197,7 @@ def _temporal_patch(runtime: _Runtime, blocks: dict):
 
 def _diffusion_wrapper(runtime: _Runtime):
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        run: SamplingRun | None = transformer_options.get(RUN_KEY)
+        run: SamplingRun | ContextRun | None = transformer_options.get(RUN_KEY)
         if run is None:
             raise AVSyncError(
                 "This model has AVSyncD applied, so it needs the audio and the first frame: sample it with the "
@@ -215,6 +215,8 @@ def _diffusion_wrapper(runtime: _Runtime):
                 "Another node replaced self-attention (an attn1 replace patch) on this model; AVSyncD's first-frame "
                 "attention runs there, so the two cannot be combined. Remove that node from the model."
             )
+        window = transformer_options.get("context_window")  # set by the host's context handler
+        run = run.in_window(None if window is None else window.index_list)
         x, audio = run.model_input(x, branches)
         with runtime.call(run.frames, x.shape[0], audio):
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)

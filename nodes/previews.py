@@ -10,7 +10,9 @@ from ..avsync_core.audio.preview import render_frame_preview
 
 def frame_preview_image(waveform: Waveform, condition: AudioCondition) -> torch.Tensor:
     """(1, H, W, 3) float IMAGE of what each frame hears (avsync_core.audio.preview)."""
-    pixels = render_frame_preview(waveform, condition.windows, condition.frames, condition.fps)
+    pixels = render_frame_preview(
+        waveform, condition.windows, condition.frames, condition.fps, condition.start_tokens is not None
+    )
     return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
 
 

@@ -3,6 +3,8 @@ SamplerCustomAdvanced."""
 
 from __future__ import annotations
 
+import logging
+
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -14,8 +16,11 @@ import torch
 from ..avsync_core.audio.condition import AudioCondition
 from ..avsync_core.errors import InvalidInputError
 from ..avsync_core.sampling.chain import ClipRequest, sample_chained_clips
+from ..avsync_core.sampling.context import DEFAULT_OVERLAP, FUSE_METHODS, LONG_SOUND_MODES
 from ..avsync_core.sampling.run import clip_latents
 from .compat import rgb
+from .context_windows import NODE as CONTEXT_NODE
+from .context_windows import context_handler, with_context_windows
 from .guider import AVSyncCFGGuider
 from .official_sampling import OFFICIAL_SAMPLER_NAMES, check_official_denoise, sampler_and_sigmas
 from .types import AUDIO_CONDITION, CATEGORY
@@ -45,11 +50,33 @@ TOOLTIPS = {
     "image": "The first frame (one per video). Encoded with the VAE like core VAE Encode does; needs the vae input.",
     "vae": "The VAE that encodes the image (usually the checkpoint's).",
     "first_latent": "Instead of image + VAE: the first frame as a latent, one per video.",
-    "window": "Which clip of long audio this guider renders (0 = the first).",
+    "window": (
+        "Which clip of long audio this guider renders (0 = the first). Not used for a whole-sound latent sampled "
+        "in context windows (Context Windows (Manual) on the model)."
+    ),
     "guider_negative": "Needed only when text_guidance is above 1 (usually an empty prompt).",
     "latent_model": "The model the latent is for (gives its latent channels).",
     "latent_audio": "Gives the frames per clip.",
+    "long_sound": (
+        "Sound longer than one clip. chain: clip after clip, each starting at the previous clip's last frame (least "
+        "memory and compute; later clips can drift from the picture). context: all frames denoised together in "
+        "overlapping windows, each holding the picture as frame 0 (no drift, smooth borders; costs "
+        "(frames-1)/(frames-1-overlap) times the UNet work). A Context Windows (Manual) node on the model is used "
+        "instead of these settings."
+    ),
+    "overlap": "context: new frames neighbouring windows share, 0 .. frames-2 (10 for 12-frame clips).",
+    "fuse_method": "context: how overlapping windows are weighted (pyramid: window middles count most).",
+    "whole_sound": (
+        "Off: one clip. On: every frame of the sound (1 + clips x (frames-1)), for context windows (Context Windows "
+        "(Manual) on the model)."
+    ),
 }
+CONTEXT_INPUTS = {
+    "long_sound": (list(LONG_SOUND_MODES), {"default": "chain", "tooltip": TOOLTIPS["long_sound"]}),
+    "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": 238, "tooltip": TOOLTIPS["overlap"]}),
+    "fuse_method": (list(FUSE_METHODS), {"default": "pyramid", "tooltip": TOOLTIPS["fuse_method"]}),
+}
+log = logging.getLogger(__name__)
 GUIDANCE_INPUTS = {
     "audio_guidance": (
         "FLOAT",
@@ -113,7 +140,7 @@ class AVSyncSampler:
                     {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": TOOLTIPS["denoise"]},
                 ),
             },
-            "optional": FIRST_FRAME_INPUTS,
+            "optional": {**FIRST_FRAME_INPUTS, **CONTEXT_INPUTS},
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -121,8 +148,9 @@ class AVSyncSampler:
     FUNCTION = "sample"
     CATEGORY = f"{CATEGORY}/sampling"
     DESCRIPTION = (
-        "Animates the first frame in time with the audio, clip after clip for long audio (each clip starts at the "
-        "previous clip's last frame)."
+        "Animates the first frame in time with the audio. Long audio: clip after clip (each clip starts at the "
+        "previous clip's last frame), or context windows anchored on the picture (long_sound, or a Context Windows "
+        "(Manual) node on the model)."
     )
 
     @classmethod
@@ -148,10 +176,63 @@ class AVSyncSampler:
         image=None,
         vae=None,
         first_latent=None,
+        long_sound: str = "chain",
+        overlap: int = DEFAULT_OVERLAP,
+        fuse_method: str = "pyramid",
     ):
         first = first_frame_latents(model, image, vae, first_latent)
         frames, windows = avsync_audio.frames, avsync_audio.num_windows
         sampler, sigmas = sampler_and_sigmas(model, sampler_name, scheduler, steps, denoise)
+        if context_handler(model.model_options) is not None:
+            log.info("AVSync Sampler: the model carries '%s', so all frames are sampled in its windows.", CONTEXT_NODE)
+        elif long_sound == "context":
+            model = with_context_windows(model, frames, overlap, fuse_method)
+        else:
+            return self._chain(
+                model,
+                positive,
+                negative,
+                avsync_audio,
+                seed,
+                steps,
+                audio_guidance,
+                text_guidance,
+                sampler,
+                sigmas,
+                first,
+            )
+        if windows == 1:
+            log.info("AVSync Sampler: the sound fills one clip, so context windows sample that one clip.")
+        latent = clip_latents(first, avsync_audio.total_frames)
+        guider = AVSyncCFGGuider(model, avsync_audio, audio_guidance, text_guidance)
+        guider.set_conds(positive, negative)
+        out = guider.sample(
+            comfy.sample.prepare_noise(latent, seed),
+            latent,
+            sampler,
+            sigmas,
+            callback=_progress(model, steps, 1, avsync_audio.total_frames)(0),
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+            seed=seed,
+        )
+        return ({"samples": out.to(comfy.model_management.intermediate_device())},)
+
+    def _chain(
+        self,
+        model,
+        positive,
+        negative,
+        avsync_audio,
+        seed,
+        steps,
+        audio_guidance,
+        text_guidance,
+        sampler,
+        sigmas,
+        first,
+    ):
+        """Clip after clip, each from the previous clip's last frame, hearing its own window with its own seed."""
+        frames, windows = avsync_audio.frames, avsync_audio.num_windows
         progress = _progress(model, steps, windows, frames)
 
         def sample_clip(request: ClipRequest) -> torch.Tensor:
@@ -242,15 +323,23 @@ class AVSyncClipLatent:
                 "model": ("MODEL", {"tooltip": TOOLTIPS["latent_model"]}),
                 "avsync_audio": (AUDIO_CONDITION, {"tooltip": TOOLTIPS["latent_audio"]}),
             },
-            "optional": FIRST_FRAME_INPUTS,
+            "optional": {
+                **FIRST_FRAME_INPUTS,
+                "whole_sound": ("BOOLEAN", {"default": False, "tooltip": TOOLTIPS["whole_sound"]}),
+            },
         }
 
     RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("One clip per first frame: frame 0 is the first frame's latent, the other frames are empty.",)
+    OUTPUT_TOOLTIPS = (
+        "One clip (or the whole sound) per first frame: frame 0 is the first frame's latent, the rest is empty.",
+    )
     FUNCTION = "make"
     CATEGORY = f"{CATEGORY}/latent"
     DESCRIPTION = "The starting latent of one clip for SamplerCustomAdvanced with the AVSync Guider."
 
-    def make(self, model, avsync_audio: AudioCondition, image=None, vae=None, first_latent=None):
+    def make(
+        self, model, avsync_audio: AudioCondition, image=None, vae=None, first_latent=None, whole_sound: bool = False
+    ):
         first = first_frame_latents(model, image, vae, first_latent)
-        return ({"samples": clip_latents(first, avsync_audio.frames)},)
+        frames = avsync_audio.total_frames if whole_sound else avsync_audio.frames
+        return ({"samples": clip_latents(first, frames)},)

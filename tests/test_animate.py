@@ -124,6 +124,15 @@ def test_seconds_over_a_long_sound_chain_three_clips_and_keep_the_sound_as_long(
     assert abs(audio_seconds - (1 + 3 * 11) / 6) <= 1024 / 22050, audio_seconds
 
 
+def test_long_sound_in_context_windows_gives_the_chains_frames_from_one_run(files, tmp_path):
+    out = tmp_path / "context.mp4"
+    args = _args(files, files["seven_seconds"], out, "--seconds", "1:6", "--long-sound", "context", "--overlap", "3")
+    assert main(args) == 0
+    frames, rate, audio_seconds, _ = _read(out)
+    assert frames.shape[0] == 1 + 3 * 11 and rate == 6.0
+    assert abs(audio_seconds - (1 + 3 * 11) / 6) <= 1024 / 22050, audio_seconds
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
@@ -135,6 +144,7 @@ def test_seconds_over_a_long_sound_chain_three_clips_and_keep_the_sound_as_long(
         ({"-o": "{tmp}/a_file/out.mp4"}, "Cannot create the folder"),
         ({"--seconds": "5:2"}, "START < END"),
         ({"--avsyncd": "{sd15}"}, "UNet"),
+        ({"--long-sound": "context", "--overlap": "11"}, "overlap must be a whole number from 0 to 10"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_status_2(files, tmp_path, capsys, change, message):

@@ -30,7 +30,14 @@ from .segments import (
     segment_time_windows,
 )
 from .waveform import SAMPLE_RATE, Waveform, check_finite, mix_to_mono, resample
-from .windows import ENCODER_WINDOW_SECONDS, ClipWindow, check_clip_duration, clip_windows, window_samples
+from .windows import (
+    ENCODER_WINDOW_SECONDS,
+    ClipWindow,
+    check_clip_duration,
+    clip_windows,
+    start_windows,
+    window_samples,
+)
 
 __all__ = [
     "AudioCondition",
@@ -70,6 +77,7 @@ __all__ = [
     "segment_time_masks",
     "segment_time_seconds",
     "segment_time_windows",
+    "start_windows",
     "to_comfy_audio",
     "window_samples",
 ]

@@ -179,8 +179,11 @@ def _envelope(samples: np.ndarray, sample_rate: int, layout: PreviewLayout) -> t
     return lo, hi
 
 
-def render_frame_preview(waveform: Waveform, windows: Sequence[ClipWindow], frames: int, fps: float) -> np.ndarray:
-    """(H, W, 3) uint8 picture of which sound each frame hears (see the module docstring)."""
+def render_frame_preview(
+    waveform: Waveform, windows: Sequence[ClipWindow], frames: int, fps: float, every_start: bool = False
+) -> np.ndarray:
+    """(H, W, 3) uint8 picture of which sound each frame hears (see the module docstring). ``every_start``: the
+    sound was also encoded from every frame, for context windows; the title says what their windows hear."""
     if not isinstance(waveform, Waveform):
         raise InvalidInputError(f"Expected a Waveform, got {type(waveform).__name__}.")
     spans = frame_audio_spans(windows, frames, fps)
@@ -279,6 +282,8 @@ def render_frame_preview(waveform: Waveform, windows: Sequence[ClipWindow], fram
         title += " (dim: padding)"
     if windows[0].duration_seconds < CLIP_SECONDS - 1e-6:
         title += f"; clips under {CLIP_SECONDS:g} s leave later frames hearing padding"
+    if every_start and len(windows) > 1:
+        title += f"; also from every frame (context windows: frames s..s+{frames - 2} hear the 2 s from frame s-1)"
     draw.text((layout.left, 5), title, fill=TEXT, font=label)
     return np.asarray(picture)
 

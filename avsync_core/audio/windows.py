@@ -103,6 +103,22 @@ def clip_windows(
     return windows
 
 
+def start_windows(chain: list[ClipWindow], total_seconds: float, fps: float) -> list[ClipWindow]:
+    """A window at every frame the chained ``clip_windows`` span: window j's frame 0 is frame j, its audio starts at
+    j / fps. Context windows (``sampling/context.py``) start anywhere, so they need one of these per start; window
+    ``k * (F - 1)`` is chained clip k, with the same start, duration and samples."""
+    if not chain:
+        raise InvalidInputError("start_windows needs the chained clip windows of the sound (at least one).")
+    first = chain[0]
+    last_start = chain[-1].first_frame
+    windows = []
+    for j in range(last_start + 1):
+        start = j / fps
+        audio = min(first.duration_seconds, max(0.0, float(total_seconds) - start))
+        windows.append(ClipWindow(j, start, first.duration_seconds, j, first.frames, audio))
+    return windows
+
+
 def window_samples(waveform: Waveform, window: ClipWindow) -> torch.Tensor:
     """The (1, n) 16 kHz mono audio of ``window``; n is shorter than the window only at the end of the clip."""
     if waveform.sample_rate != SAMPLE_RATE or waveform.channels != 1:

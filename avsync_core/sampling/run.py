@@ -5,6 +5,8 @@ host decides how many chunks it batches together and in which order), each chunk
 video. ``SamplingRun`` holds what the run needs besides the host's own state (the clean first frames, the audio
 each branch hears, the segment masks) and is the one place of the first-frame rule: frame 0 of every clip is the
 given image's latent, in the sampler's input, in the model's input, in every denoised estimate and in the result.
+``ContextRun`` is the same for a whole sound sampled in context windows (``context.py``): the host hands the model
+one window at a time, and the run gives the ``SamplingRun`` of that window (its video's picture, its 2 s of audio).
 """
 
 from __future__ import annotations
@@ -18,12 +20,41 @@ from einops import rearrange
 from ..audio.condition import AudioCondition
 from ..errors import InvalidInputError
 from ..model.additions import AudioContext, gather_index
+from .context import window_start
 
 Tensor = torch.Tensor
 
 
+class _FirstFrame:
+    """The first-frame rule over ``(videos * frames, c, h, w)`` latents, for runs with ``first_latents`` and
+    ``frames`` (the frames of one video in the sampler's latent)."""
+
+    frames: int
+    first_latents: Tensor
+
+    @property
+    def videos(self) -> int:
+        return self.first_latents.shape[0]
+
+    def pin_input(self, x: Tensor, scale: Tensor) -> Tensor:
+        """The sampler's latents with frame 0 set so that the host's input scaling (``scale``, broadcastable to
+        ``first_latents``, e.g. ``1 / sqrt(1 + sigma^2)``) turns it into the clean latent: everything between the
+        sampler and the UNet (ControlNet hints, model wrappers) then sees the clean frame; ``model_input`` pins
+        it exactly."""
+        return _with_first(x, self.first_latents / scale, self.frames)
+
+    def pin_denoised(self, denoised: Tensor) -> Tensor:
+        """A denoised estimate with frame 0 set to the clean latent (it is known, not estimated)."""
+        return _with_first(denoised, self.first_latents, self.frames)
+
+    def pin_result(self, samples: Tensor, latent_image: Tensor) -> Tensor:
+        """The sampler's result with frame 0 of every video equal to the given latent, bit for bit."""
+        first = rearrange(latent_image, "(v f) c h w -> v f c h w", f=self.frames)[:, 0]
+        return _with_first(samples, first, self.frames)
+
+
 @dataclass(frozen=True)
-class SamplingRun:
+class SamplingRun(_FirstFrame):
     """``first_latents`` is ``(videos, c, h, w)`` in the UNet's latent space; ``tokens``/``null_tokens`` are
     ``(1 or videos, L, D)`` (or ``(1 or videos, frames, L, D)`` for per-frame tokens); ``masks`` ``(frames, L)``."""
 
@@ -71,9 +102,14 @@ class SamplingRun:
             branch_audio=tuple(branch_audio),
         )
 
-    @property
-    def videos(self) -> int:
-        return self.first_latents.shape[0]
+    def in_window(self, rows: Sequence[int] | None) -> "SamplingRun":
+        """This run for a model call; a clip is never split into context windows (``rows`` must be None)."""
+        if rows is not None:
+            raise InvalidInputError(
+                "The model was handed a context window of a single clip; context windows need the whole sound's "
+                "latent (see ContextRun)."
+            )
+        return self
 
     def with_branches(self, branch_audio: Sequence[bool]) -> "SamplingRun":
         return replace(self, branch_audio=tuple(branch_audio))
@@ -101,24 +137,49 @@ class SamplingRun:
         index = None if self.index is None else self.index.to(x.device)
         return x, AudioContext(tokens, self.frames, masks, index)
 
-    def pin_input(self, x: Tensor, scale: Tensor) -> Tensor:
-        """The sampler's latents with frame 0 set so that the host's input scaling (``scale``, broadcastable to
-        ``first_latents``, e.g. ``1 / sqrt(1 + sigma^2)``) turns it into the clean latent: everything between the
-        sampler and the UNet (ControlNet hints, model wrappers) then sees the clean frame; ``model_input`` pins
-        it exactly."""
-        return _with_first(x, self.first_latents / scale, self.frames)
-
-    def pin_denoised(self, denoised: Tensor) -> Tensor:
-        """A denoised estimate with frame 0 set to the clean latent (it is known, not estimated)."""
-        return _with_first(denoised, self.first_latents, self.frames)
-
-    def pin_result(self, samples: Tensor, latent_image: Tensor) -> Tensor:
-        """The sampler's result with frame 0 of every clip equal to the given latent, bit for bit."""
-        first = rearrange(latent_image, "(v f) c h w -> v f c h w", f=self.frames)[:, 0]
-        return _with_first(samples, first, self.frames)
-
     def _per_video(self, tokens: Tensor) -> Tensor:
         return tokens.expand(self.videos, *tokens.shape[1:])
+
+
+@dataclass(frozen=True)
+class ContextRun(_FirstFrame):
+    """A whole sound sampled in context windows: the sampler's latent holds ``audio.total_frames`` frames per video
+    (``frames``); each model call is one anchored window (``context.anchored_windows``), given by its latent rows."""
+
+    audio: AudioCondition
+    first_latents: Tensor
+    branch_audio: tuple[bool, ...] = (True,)
+    index: Tensor | None = field(default=None, compare=False)  # the masks' gather index, shared by every window
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            object.__setattr__(self, "index", gather_index(self.audio.masks[None].cpu()))
+
+    @property
+    def frames(self) -> int:  # type: ignore[override]
+        return self.audio.total_frames
+
+    def in_window(self, rows: Sequence[int] | None) -> SamplingRun:
+        """The run of the window at latent ``rows`` (frame 0 of its video, then its new frames): that video's
+        picture and the 2 s its audio starts at. ``None`` (no window) is only possible when one clip is all."""
+        if rows is None:
+            if self.frames != self.audio.frames:
+                raise InvalidInputError(
+                    f"The model was called on all {self.frames} frames of a context-window run at once; the host must "
+                    "hand it one window of one clip at a time (the AVSync guider sets up that handler)."
+                )
+            video, start = None, 0
+        else:
+            video, start = window_start(rows, self.frames, self.audio.frames)
+        return SamplingRun(
+            frames=self.audio.frames,
+            first_latents=self.first_latents if video is None else self.first_latents[video : video + 1],
+            tokens=self.audio.tokens_from(start),
+            null_tokens=self.audio.null_tokens,
+            masks=self.audio.masks,
+            branch_audio=self.branch_audio,
+            index=self.index,
+        )
 
 
 def check_fits_model(

@@ -1,0 +1,63 @@
+"""Audio for context windows: the 2 s from every frame, encoded once per sound, as a direct encoding would give."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avsync_core.audio import (
+    SAMPLE_RATE,
+    ImageBindAudioEncoder,
+    Waveform,
+    clip_windows,
+    encode_audio_condition,
+    start_windows,
+    window_samples,
+)
+from conftest import assert_close_rel, golden_dir, load_golden_json
+
+FRAMES, FPS = 4, 2.0  # 2 s clips, as every AVSyncD layout
+SECONDS = 5.3
+
+
+@pytest.fixture(scope="module")
+def encoder() -> ImageBindAudioEncoder:
+    heads = load_golden_json("imagebind_audio_tiny", "config.json")["kwargs_audio"]["audio_num_heads"]
+    path = golden_dir() / "imagebind_audio_tiny" / "imagebind_audio_tiny.safetensors"
+    return ImageBindAudioEncoder.from_imagebind_checkpoint(path, num_heads=heads)
+
+
+@pytest.fixture(scope="module")
+def sound() -> Waveform:
+    g = torch.Generator().manual_seed(4)
+    t = torch.arange(round(SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
+    chirp = torch.sin(2 * torch.pi * (200 + 300 * t) * t) * (t % 0.7 < 0.2)  # bursts: every start hears a different 2 s
+    return Waveform((0.3 * chirp + 0.02 * torch.randn(t.shape, generator=g))[None], SAMPLE_RATE)
+
+
+def test_every_start_holds_the_chained_clips_windows_sample_for_sample(sound):
+    chain = clip_windows(SECONDS, FRAMES, FPS)
+    starts = start_windows(chain, SECONDS, FPS)
+    assert len(starts) == 1 + (len(chain) - 1) * (FRAMES - 1)
+    for k, clip in enumerate(chain):
+        window = starts[k * (FRAMES - 1)]
+        assert (window.start_seconds, window.duration_seconds, window.audio_seconds) == (
+            clip.start_seconds,
+            clip.duration_seconds,
+            clip.audio_seconds,
+        )
+        assert torch.equal(window_samples(sound, window), window_samples(sound, clip))
+
+
+def test_each_start_equals_a_direct_encoding_of_its_2_s(encoder, sound):
+    audio = encode_audio_condition(encoder, sound, FRAMES, FPS, every_start=True, batch_size=3)
+    assert audio.start_tokens.shape[0] == audio.total_frames - FRAMES + 1
+    assert torch.equal(audio.tokens, audio.start_tokens[:: FRAMES - 1]), "the clips' tokens are rows of the starts'"
+    chain_only = encode_audio_condition(encoder, sound, FRAMES, FPS)
+    assert_close_rel(audio.tokens, chain_only.tokens, 1e-4, "clips' tokens")
+    for j in range(audio.start_tokens.shape[0]):
+        first = round(j / FPS * SAMPLE_RATE)
+        alone = Waveform(sound.samples[:, first : first + round(2.0 * SAMPLE_RATE)], SAMPLE_RATE)
+        direct = encode_audio_condition(encoder, alone, FRAMES, FPS, max_windows=1)
+        assert_close_rel(audio.tokens_from(j)[0], direct.tokens[0], 1e-4, f"window from frame {j}")
+    assert not torch.allclose(audio.start_tokens[1], audio.start_tokens[2]), "the starts hear different sound"

@@ -1,0 +1,174 @@
+"""Long sound in context windows inside ComfyUI: core's Context Windows (Manual) node and the AVSync Sampler's
+long_sound option on the patched model, windows anchored on the picture, clear errors for settings that cannot fit.
+
+Host tests: ComfyUI in-process on the CPU, ComfyUI's own SD1.5 UNet holding the golden unet_tiny_c with its motion
+module, 4-frame clips; the audio has three clips and distinct tokens for every start frame.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import comfy_host
+from conftest import golden_dir, load_golden
+
+pytestmark = pytest.mark.host
+
+FRAMES = 4
+STEPS = 2
+CLIPS = 3
+KEY = "avsync-test-windows"
+
+
+@pytest.fixture(scope="module")
+def setup(official_tiny_c):
+    comfy_host.import_comfy()
+    comfy_host.load_plugin_package()
+    from comfyui_avsync.avsync_core.audio.condition import AudioCondition
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
+    from comfyui_avsync.nodes.patching import apply_avsync
+
+    base, unet_config = comfy_host.build_comfy_tiny_unet(golden_dir())
+    motion, _ = load_motion_module(official_tiny_c)
+    t = load_golden("samplers", "sampler_c_ddim_audio_cfg.safetensors")
+    masks = load_golden("segment_masks", "segment_masks.safetensors")[f"mask_nseg{FRAMES}"]
+    audio = t["in.audio_tokens"][:1]
+    starts = 1 + (CLIPS - 1) * (FRAMES - 1)
+    start_tokens = torch.cat([audio.roll(j, dims=1) * (1.0 - 0.1 * j) for j in range(starts)])
+    g = torch.Generator().manual_seed(3)
+
+    def condition(clips: int) -> AudioCondition:
+        rows = start_tokens[: 1 + (clips - 1) * (FRAMES - 1)]
+        return AudioCondition(
+            rows[:: FRAMES - 1], t["in.null_audio_tokens"], masks, FRAMES, 2.0, start_tokens=rows.contiguous()
+        )
+
+    return SimpleNamespace(
+        model=apply_avsync(base, motion),
+        audio=condition(CLIPS),
+        one_clip=condition(1),
+        positive=[[torch.randn(1, 7, unet_config["context_dim"], generator=g), {}]],
+        negative=[[torch.randn(1, 7, unet_config["context_dim"], generator=g), {}]],
+        first={"samples": torch.randn(1, 4, 8, 8, generator=g)},
+    )
+
+
+def core_context_windows(model, length=FRAMES, overlap=1, schedule="standard_static", fuse="pyramid", dim=0):
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+    return ContextWindowsManualNode.execute(model, length, overlap, schedule, 1, False, fuse, dim).result[0]
+
+
+def sample(setup, model, audio=None, **options):
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
+
+    with torch.inference_mode():
+        out = AVSyncSampler().sample(
+            model,
+            setup.positive,
+            setup.negative,
+            setup.audio if audio is None else audio,
+            seed=0,
+            steps=STEPS,
+            audio_guidance=4.0,
+            text_guidance=1.0,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=1.0,
+            first_latent=setup.first,
+            **options,
+        )
+    return out[0]["samples"]
+
+
+def recording(model):
+    """A clone recording, for every model call, the latent rows of its context window and the audio it hears."""
+    import comfy.patcher_extension
+
+    calls = []
+
+    def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        window = transformer_options.get("context_window")
+        run = transformer_options["avsync_run"].in_window(None if window is None else window.index_list)
+        calls.append((None if window is None else list(window.index_list), run.tokens.clone(), x.shape[0]))
+        return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, wrapper)
+    return clone, calls
+
+
+@pytest.mark.parametrize("fuse", ["pyramid", "overlap-linear"])
+def test_core_node_and_the_samplers_option_give_the_same_result(setup, fuse):
+    option = sample(setup, setup.model, long_sound="context", overlap=1, fuse_method=fuse)
+    node = sample(setup, core_context_windows(setup.model, overlap=1, fuse=fuse), long_sound="chain")
+    assert option.shape == (setup.audio.total_frames, 4, 8, 8)
+    assert torch.equal(option, node)
+    assert torch.equal(option[0], setup.first["samples"][0]), "frame 0 is the picture's latent, bit for bit"
+    if fuse == "pyramid":
+        assert not torch.allclose(option, sample(setup, setup.model)), "the context windows had no effect"
+
+
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_every_call_is_one_anchored_window_hearing_the_2_s_from_its_frame_0(setup, overlap):
+    from comfyui_avsync.avsync_core.sampling.context import context_schedule
+
+    model, calls = recording(core_context_windows(setup.model, overlap=overlap))
+    sample(setup, model)
+    windows = context_schedule(setup.audio.total_frames, FRAMES, overlap)
+    assert [rows for rows, _, _ in calls] == windows * STEPS
+    for rows, tokens, batch in calls:
+        assert batch == 2 * FRAMES, "each call is one clip per guidance branch"
+        assert torch.equal(tokens, setup.audio.start_tokens[rows[1] - 1 : rows[1]])
+    if overlap == 0:  # the chained clips' windows and the chained clips' audio
+        assert [rows[1] - 1 for rows, _, _ in calls[: len(windows)]] == [k * (FRAMES - 1) for k in range(CLIPS)]
+        for k, (_, tokens, _) in enumerate(calls[:CLIPS]):
+            assert torch.equal(tokens, setup.audio.tokens[k : k + 1])
+
+
+def test_a_sound_of_one_clip_samples_that_clip_bit_for_bit(setup):
+    context = sample(setup, setup.model, audio=setup.one_clip, long_sound="context", overlap=2)
+    clip = sample(setup, setup.model, audio=setup.one_clip)
+    assert torch.equal(context, clip)
+
+
+def test_guider_and_sampler_custom_advanced_with_core_node_equal_the_sampler(setup):
+    from comfy_extras import nodes_custom_sampler as ncs
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
+
+    model = core_context_windows(setup.model, overlap=2, fuse="overlap-linear")
+    with torch.inference_mode():
+        guider = AVSyncGuider().get_guider(model, setup.positive, setup.audio, 4.0, 1.0, 0, setup.negative)[0]
+        latent = AVSyncClipLatent().make(model, setup.audio, first_latent=setup.first, whole_sound=True)[0]
+        sigmas = ncs.BasicScheduler().get_sigmas(model, "normal", STEPS, 1.0)[0]
+        sampler = ncs.KSamplerSelect().get_sampler("euler")[0]
+        out = ncs.SamplerCustomAdvanced().sample(ncs.RandomNoise().get_noise(0)[0], guider, sampler, sigmas, latent)
+    assert torch.equal(out[0]["samples"], sample(setup, model))
+
+
+@pytest.mark.parametrize(
+    "settings, fits",
+    [
+        ({"length": 8}, "context_length = 8 is not the model's clip of 4 frames"),
+        ({"dim": 1}, "dim = 1"),
+        ({"overlap": 3}, "context_overlap = 3"),
+        ({"fuse": "relative"}, "fuse_method = relative"),
+        ({"schedule": "looped_uniform"}, "looped"),
+    ],
+)
+def test_settings_the_pack_cannot_honour_name_the_node_and_what_fits(setup, settings, fits):
+    from comfyui_avsync.avsync_core.errors import AVSyncError
+
+    with pytest.raises(AVSyncError, match="Context Windows \\(Manual\\)") as err:
+        sample(setup, core_context_windows(setup.model, **settings))
+    assert fits in str(err.value) and "set context_length = 4" in str(err.value)
+
+
+def test_bad_overlap_on_the_sampler_is_a_clear_error(setup):
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="overlap must be a whole number from 0 to 2"):
+        sample(setup, setup.model, long_sound="context", overlap=3)
