@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from peak_memory import measure_modes, peak_mb  # noqa: E402
@@ -37,7 +38,8 @@ from avsync_core.sampling.context import context_schedule  # noqa: E402
 FRAMES, FPS = 12, 6.0
 
 
-def parse() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags (also read by tests/test_docs.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60.0, help="length of the sound")
     p.add_argument("--size", type=int, default=64, help="image size in pixels (latent = size / 8)")
@@ -47,7 +49,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="the tiny test models instead of SD1.5's sizes")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
-    return p.parse_args()
+    return p
 
 
 def unet(tiny: bool):
@@ -136,7 +138,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    args = parse()
+    args = build_parser().parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args)))
         return
