@@ -29,6 +29,7 @@ CLIP_STARTS = (0.0, 1.5, 3.0)
 # Cross-correlation of the decoded track with the source: the lag is found to the sample (measured); 5 ms
 # tolerates an encoder that shifts it by a few samples, and is far below the 1.5 s between clips.
 OFFSET_TOLERANCE = 0.005
+pytestmark = pytest.mark.slow
 COMMON = ["--steps", "2", "--scheduler", "ddim", "--size", str(SIZE), "--seed", "3"]
 
 
