@@ -22,7 +22,7 @@ FRAMES = 4
 STEPS = 2
 # (audio guidance, text guidance): one branch (no guidance), two (audio-only or text-only), three (dual).
 GUIDANCE = {"off": (1.0, 1.0), "audio": (4.0, 1.0), "text": (1.0, 3.0), "dual": (3.0, 2.0)}
-MODES = ("off", "audio", "dual")  # one of each branch count
+MODES = tuple(GUIDANCE)  # every guidance mode: one branch, two (audio-only, text-only), three
 # Samplers that pick their own steps between the first and the last sigma (so not one evaluation per sigma).
 OWN_STEPS = {"dpm_fast", "dpm_adaptive"}
 KEY = "avsync-test-recorder"
@@ -263,7 +263,7 @@ def test_every_scheduler_works_with_the_avsync_sampler_in_every_mode(setup, mode
 
 
 @pytest.mark.slow
-@pytest.mark.sweep  # about an hour here: run it with -m sweep (README, Tests)
+@pytest.mark.sweep  # over an hour here: run it with -m sweep (docs/test-strength.md)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_sampler_and_scheduler_pair_works_both_ways(setup, mode):
     """The full dropdown product, through SamplerCustomAdvanced and through the AVSync Sampler."""
