@@ -44,7 +44,6 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement("comfy.model_patcher.ModelPatcher.clone", "apply AVSyncD to a copy", ("self",), leading=True),
     Requirement("comfy.model_patcher.ModelPatcher.add_object_patch", "shadow convs and norms", ("name", "obj")),
     Requirement("comfy.model_patcher.ModelPatcher.get_model_object", "find the modules to shadow", ("name",)),
-    Requirement("comfy.model_patcher.ModelPatcher.set_model_attn1_patch", "first-frame keys/values", ("patch",)),
     Requirement(
         "comfy.model_patcher.ModelPatcher.set_model_patch", "audio attention (middle_patch)", ("patch", "name")
     ),
