@@ -132,6 +132,24 @@ HOST_API: tuple[Requirement, ...] = (
     ),
     Requirement("comfy.samplers.KSampler.SAMPLERS", "sampler dropdown"),
     Requirement("comfy.samplers.KSampler.SCHEDULERS", "scheduler dropdown"),
+    Requirement(
+        "comfy.model_base.BaseModel.process_latent_in",
+        "first frame in model space",
+        ("self", "latent"),
+        leading=True,
+    ),
+    Requirement(
+        "comfy.model_sampling.EPS.calculate_input",
+        "clean first frame",
+        ("self", "sigma", "noise"),
+        leading=True,
+    ),
+    Requirement(
+        "comfy.model_sampling.ModelSamplingDiscrete.timestep",
+        "official schedule",
+        ("self", "sigma"),
+        leading=True,
+    ),
     Requirement("comfy.sample.prepare_noise", "noise per clip", ("latent_image", "seed"), leading=True),
     Requirement(
         "comfy.sample.fix_empty_latent_channels", "first-frame latents", ("model", "latent_image"), leading=True
