@@ -42,7 +42,6 @@ HOST_API: tuple[Requirement, ...] = (
     Requirement("comfy.model_patcher.ModelPatcher.clone", "apply AVSyncD to a copy", ("self",), leading=True),
     Requirement("comfy.model_patcher.ModelPatcher.add_object_patch", "shadow convs and norms", ("name", "obj")),
     Requirement("comfy.model_patcher.ModelPatcher.get_model_object", "find the modules to shadow", ("name",)),
-    Requirement("comfy.model_patcher.ModelPatcher.set_model_attn1_patch", "first-frame keys/values", ("patch",)),
     Requirement(
         "comfy.model_patcher.ModelPatcher.set_model_patch", "audio attention (middle_patch)", ("patch", "name")
     ),
@@ -164,6 +163,24 @@ HOST_API: tuple[Requirement, ...] = (
         "comfy.context_windows.create_prepare_sampling_wrapper",
         "memory estimate per window, as core's node",
         ("model",),
+    ),
+    Requirement(
+        "comfy.model_base.BaseModel.process_latent_in",
+        "first frame in model space",
+        ("self", "latent"),
+        leading=True,
+    ),
+    Requirement(
+        "comfy.model_sampling.EPS.calculate_input",
+        "clean first frame",
+        ("self", "sigma", "noise"),
+        leading=True,
+    ),
+    Requirement(
+        "comfy.model_sampling.ModelSamplingDiscrete.timestep",
+        "official schedule",
+        ("self", "sigma"),
+        leading=True,
     ),
     Requirement("comfy.sample.prepare_noise", "noise per clip", ("latent_image", "seed"), leading=True),
     Requirement(

@@ -95,3 +95,62 @@ def test_comfyui_entry_imports_without_diffusers():
         "comfyui_avsync.avsync_core.sampling.run",
     } <= loaded
     assert not loaded & {"comfyui_avsync.avsync_core.model.unet", "comfyui_avsync.avsync_core.sampling.loop"}
+
+
+DIFFUSERS_FREE_RUN = """
+import sys
+sys.modules["diffusers"] = None  # any `import diffusers` now raises ImportError, also while the nodes run
+sys.path.insert(0, {tests!r})
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+import comfy_host
+comfy_host.import_comfy()
+comfy_host.load_plugin_package()
+from conftest import golden_dir, load_golden, write_official_unet_folder
+import test_comfy_nodes
+import test_comfy_samplers
+from comfyui_avsync.avsync_core.audio import ImageBindAudioEncoder
+from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
+from comfyui_avsync.nodes.model_nodes import AVSyncApplyMotionModule
+
+encoder = ImageBindAudioEncoder.from_file(
+    golden_dir() / "imagebind_audio_tiny" / "imagebind_audio_tiny.safetensors", num_heads=4
+)
+audio = test_comfy_nodes.encode(encoder, seconds=1.0)
+base, config = comfy_host.build_comfy_tiny_unet(golden_dir())
+motion = load_motion_module(write_official_unet_folder("unet_tiny_c", Path(tempfile.mkdtemp())))
+g = torch.Generator().manual_seed(3)
+setup = SimpleNamespace(
+    model=AVSyncApplyMotionModule().apply(base, motion)[0],
+    audio=audio,
+    positive=[[torch.randn(1, 7, config["context_dim"], generator=g), {{}}]],
+    negative=[[torch.randn(1, 7, config["context_dim"], generator=g), {{}}]],
+    first={{"samples": torch.randn(1, 4, 8, 8, generator=g)}},
+)
+for sampler in ("euler", "official_pndm"):
+    test_comfy_samplers.run_sampler_node(setup, setup.model, "dual", sampler)
+print("NODES RAN")
+"""
+
+
+@pytest.mark.host
+@pytest.mark.slow
+def test_comfyui_nodes_run_without_diffusers():
+    """Encode Audio, Apply Motion Module and the AVSync Sampler (a ComfyUI sampler and an official one) run in a
+    process where diffusers cannot be imported: no node imports it while it runs."""
+    root = comfy_host.require_comfyui()
+    script = DIFFUSERS_FREE_RUN.format(tests=str(REPO / "tests"))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=REPO,
+        env={**os.environ, "COMFYUI_PATH": str(root), "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, f"a node needs diffusers while it runs:\n{result.stderr[-4000:]}"
+    assert "NODES RAN" in result.stdout

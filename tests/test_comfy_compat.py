@@ -118,6 +118,17 @@ def test_a_changed_signature_is_reported_and_the_newer_optional_form_accepted(co
     assert compat.missing_pieces() == []
 
 
+def test_a_missing_parameter_that_is_not_leading_is_reported(compat, monkeypatch):
+    """add_object_patch is listed with its parameters (name, obj), not leading: a host that renames one is refused."""
+    import comfy.model_patcher
+
+    def add_object_patch(self, name, value):
+        pass
+
+    monkeypatch.setattr(comfy.model_patcher.ModelPatcher, "add_object_patch", add_object_patch)
+    assert compat.missing_pieces() == ["comfy.model_patcher.ModelPatcher.add_object_patch has no parameter obj"]
+
+
 def test_a_host_that_stopped_calling_a_transformer_patch_is_refused(compat, monkeypatch):
     import comfy.ldm.modules.attention as attention
 

@@ -1332,3 +1332,23 @@ def test_half_precision_motion_weights_in_one_copy_stay_near_fp32(tiny, official
     assert motion_of(patched) is half_motion[0], "applying must not copy the module"
     half = run_avsync(patched, audio, first, text)
     assert_close_rel(half, reference, {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}[dtype], str(dtype))
+
+
+def test_the_progress_preview_shows_the_middle_frame_of_the_first_video(pack, monkeypatch):
+    """Frame 0 is only the input image, so the preview shows frame frames // 2 (documented in _progress)."""
+    import latent_preview
+    from comfyui_avsync.nodes import sampling_nodes
+
+    shown = []
+
+    class Previewer:
+        def decode_latent_to_preview_image(self, image_format, latent):
+            shown.append(latent.clone())
+            return (image_format, None, None)
+
+    monkeypatch.setattr(latent_preview, "get_previewer", lambda device, latent_format: Previewer())
+    model = SimpleNamespace(load_device="cpu", model=SimpleNamespace(latent_format=None))
+    for frames in (4, 5, 12):
+        x0 = torch.arange(2 * frames, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, 4, 2, 2)  # 2 videos
+        sampling_nodes._progress(model, 1, 1, frames)(0)(0, x0, x0, 1)
+        assert shown[-1].shape == (1, 4, 2, 2) and torch.all(shown[-1] == frames // 2), (frames, shown[-1])

@@ -22,7 +22,7 @@ FRAMES = 4
 STEPS = 2
 # (audio guidance, text guidance): one branch (no guidance), two (audio-only or text-only), three (dual).
 GUIDANCE = {"off": (1.0, 1.0), "audio": (4.0, 1.0), "text": (1.0, 3.0), "dual": (3.0, 2.0)}
-MODES = ("off", "audio", "dual")  # one of each branch count
+MODES = tuple(GUIDANCE)  # every guidance mode: one branch, two (audio-only, text-only), three
 # Samplers that pick their own steps between the first and the last sigma (so not one evaluation per sigma).
 OWN_STEPS = {"dpm_fast", "dpm_adaptive"}
 KEY = "avsync-test-recorder"
@@ -263,7 +263,7 @@ def test_every_scheduler_works_with_the_avsync_sampler_in_every_mode(setup, mode
 
 
 @pytest.mark.slow
-@pytest.mark.sweep  # about an hour here: run it with -m sweep (docs/development.md)
+@pytest.mark.sweep  # over an hour here: run it with -m sweep (docs/test-strength.md)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_sampler_and_scheduler_pair_works_both_ways(setup, mode):
     """The full dropdown product, through SamplerCustomAdvanced and through the AVSync Sampler."""
@@ -363,3 +363,30 @@ def test_official_sigmas_map_to_the_official_integer_timesteps(setup):
     sigmas = official.official_sigmas(official.MAX_STEPS)
     assert model_sampling.timestep(sigmas).tolist() == official.official_timesteps(official.MAX_STEPS) + [0]
     assert torch.allclose(model_sampling.sigmas[model_sampling.timestep(sigmas)], sigmas, rtol=2e-5, atol=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The host inventory sees the methods the nodes call on ComfyUI's objects
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_inventory_lists_every_host_method_the_nodes_call_while_sampling(setup, official_tiny_c):
+    """nodes/compat.py must name every ComfyUI method the nodes call; the static scan in test_comfy_compat sees
+    module-level names only, so calls on objects are recorded here during a run (tests/host_reads.py)."""
+    from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
+    from comfyui_avsync.nodes import compat
+    from comfyui_avsync.nodes.patching import apply_avsync
+    from host_reads import defining_path, host_reads_from_nodes
+
+    base, _ = comfy_host.build_comfy_tiny_unet(golden_dir())
+    motion, _ = load_motion_module(official_tiny_c)
+    with host_reads_from_nodes() as seen:
+        model = apply_avsync(base, motion)
+        run_custom(setup, model, "dual")
+        run_sampler_node(setup, model, "dual", "official_pndm")
+    used = {path for cls, name in seen if (path := defining_path(cls, name)) and "<locals>" not in path}
+    assert "comfy.model_patcher.ModelPatcher.add_object_patch" in used, "the recorder sees calls on objects"
+    listed = {req.path for req in compat.HOST_API}
+    missing = sorted(used - listed)
+    assert not missing, f"add these to nodes/compat.py HOST_API: {missing}"

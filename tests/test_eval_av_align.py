@@ -71,6 +71,23 @@ def test_peak_iou_matches_each_video_peak_once():
     assert peak_iou([], [], fps) == 0.0
 
 
+def test_a_flow_peak_reaches_0_1_and_rises_strictly_above_both_neighbours():
+    fps = 4.0  # frame times 0.25 s apart, exact in binary
+    # Index 2 reaches 0.1 exactly; 4 is just under it; 6-7 a plateau (neither is strictly above both);
+    # 9, the last index with two neighbours, is a peak.
+    flow = [0.0, 0.0, 0.1, 0.0, 0.0999, 0.0, 0.5, 0.5, 0.0, 0.3, 0.2]
+    assert video_peaks(flow, fps) == [0.5, 2.25]
+
+
+def test_the_matching_window_is_open_at_both_ends():
+    fps = 4.0
+    # An audio peak exactly one frame before or after the video peak does not match; a hair inside does.
+    assert peak_iou([0.75], [1.0], fps) == 0.0
+    assert peak_iou([1.25], [1.0], fps) == 0.0
+    assert peak_iou([0.75 + 1e-9], [1.0], fps) == 1.0
+    assert peak_iou([1.25 - 1e-9], [1.0], fps) == 1.0
+
+
 def test_too_few_frames_is_refused():
     with pytest.raises(InvalidInputError, match="at least 2 frames"):
         flow_trajectory(np.zeros((1, 8, 8, 3), np.uint8))
