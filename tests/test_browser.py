@@ -25,6 +25,7 @@ from PIL import Image
 from workflow_boxes import group_problems, node_boxes, overlapping_pairs
 
 import comfy_host
+import host_matrix
 from comfy_host import ComfyServer, write_clicks, write_image, write_random_motion_module, write_small_imagebind
 
 pytestmark = [pytest.mark.browser, pytest.mark.host, pytest.mark.slow]
@@ -75,21 +76,29 @@ def say(request, line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shots(request) -> Path:
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
-    yield SCREENSHOTS
-    say(
-        request, f"browser screenshots in {SCREENSHOTS}: {', '.join(sorted(p.name for p in SCREENSHOTS.glob('*.png')))}"
-    )
+def browser_page() -> host_matrix.Page:
+    """host_matrix parametrizes this with each host's pages; without any host the tests skip (fail under CI)."""
+    comfy_host.require_comfyui()
+    pytest.fail("a host was found but host_matrix gave it no page")
 
 
 @pytest.fixture(scope="module")
-def server(chromium, tmp_path_factory):
+def shots(request, browser_page) -> Path:
+    folder = SCREENSHOTS / f"{host_matrix.local_host().name}-{browser_page.id}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    yield folder
+    say(request, f"browser screenshots in {folder}: {', '.join(sorted(p.name for p in folder.glob('*.png')))}")
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory, browser_page):
     comfy_host.require_comfyui()
+    if not (browser_page.root / "index.html").is_file():
+        unavailable(f"The page {browser_page.frontend} is not in {browser_page.root}: run scripts/setup_env.sh.")
     checkpoint = comfy_host.session_random_sd15_checkpoint()
     work = tmp_path_factory.mktemp("browser_models")
-    with ComfyServer(plugin=True) as running:
+    with ComfyServer(plugin=True, extra_args=("--front-end-root", str(browser_page.root))) as running:
         running.files = SimpleNamespace(
             ckpt=running.add_model("checkpoints", checkpoint),
             motion=running.add_model("avsyncd", write_random_motion_module(work / "random_motion.safetensors")),
@@ -175,7 +184,11 @@ class Page:
         self.page.wait_for_timeout(400)
 
     def screenshot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"))
+        """Half size: enough to read the nodes, small enough to keep."""
+        image = Image.open(io.BytesIO(self.page.screenshot()))
+        image.resize((image.width // 2, image.height // 2), Image.LANCZOS).save(
+            self.shots / f"{name}.png", optimize=True
+        )
 
     def widget_centre(self, node_type: str, widget_name: str) -> tuple[float, float]:
         """Where a canvas-drawn widget of a node is on the screen."""
@@ -201,7 +214,7 @@ class Page:
 
 
 @pytest.fixture(scope="module")
-def page(server, chromium, shots):
+def page(server, chromium, shots, browser_page):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -217,6 +230,7 @@ def page(server, chromium, shots):
                     "Comfy.TutorialCompleted": True,
                     "Comfy.Minimap.Visible": False,
                     "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                    "Comfy.VueNodes.Enabled": browser_page.nodes2,  # Nodes 2.0: nodes drawn as page elements
                 },
             )
             assert status == 200
