@@ -155,10 +155,14 @@ def pinned(requirements: Path, name: str) -> str | None:
     return None
 
 
+def newest_host(hosts: list[Path]) -> Path:
+    return max(hosts, key=lambda root: version_key(comfyui_version(root) or "0"))
+
+
 def install_requirements(hosts: list[Path]) -> None:
     """Every host's requirements in one pip run, the torch family held at the installed versions; of the
     host-pinned page packages only the newest host's are installed (each server gets its page by folder)."""
-    newest = max(hosts, key=lambda root: version_key(comfyui_version(root) or "0"))
+    newest = newest_host(hosts)
     lines = list(EXTRA_REQUIREMENTS)
     for root in hosts:
         for line in (root / "requirements.txt").read_text().splitlines():
@@ -183,6 +187,26 @@ def install_requirements(hosts: list[Path]) -> None:
         "-c",
         str(HOSTS_DIR / "constraints-venv.txt"),
     )
+
+
+def install_pins(root: Path) -> None:
+    """.hosts/pins-<version>: an older host's own pinned packages (not the page, which is served by folder), which
+    its server finds first on its PYTHONPATH (tests/comfy_host.py) because the venv holds the newest host's."""
+    specs = [f"{name}=={pinned(root / 'requirements.txt', name)}" for name in HOST_PINNED[1:]]
+    specs = [spec for spec in specs if not spec.endswith("==None")]
+    target = HOSTS_DIR / f"pins-{comfyui_version(root)}"
+    if (target / ".pins").is_file() and (target / ".pins").read_text().split() == specs:
+        return
+    print(f"Installing ComfyUI {comfyui_version(root)}'s own {', '.join(specs)} into {target.relative_to(REPO_ROOT)}")
+    partial = HOSTS_DIR / f".partial-pins-{comfyui_version(root)}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        pip("install", "-q", "--target", str(partial), *specs)
+    except SetupError as error:
+        raise SetupError(f"could not install {' '.join(specs)} from the package registry ({error})") from None
+    (partial / ".pins").write_text("\n".join(specs) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
 
 
 def newest_frontend() -> str:
@@ -220,19 +244,22 @@ def provision(extra: list[Path]) -> list[Path]:
             )
         hosts.append(root)
     install_requirements(hosts)
+    for root in hosts:
+        if root != newest_host(hosts):
+            install_pins(root)
     pages = {pinned(root / "requirements.txt", FRONTEND) for root in hosts} - {None}
-    newest = newest_frontend()
-    for version in sorted(pages | {newest}, key=version_key):
+    newest_page = newest_frontend()
+    for version in sorted(pages | {newest_page}, key=version_key):
         install_frontend(version)
     link = HOSTS_DIR / "frontend-newest"
     if link.is_symlink() or link.exists():
         link.unlink()
-    link.symlink_to(f"frontend-{newest}", target_is_directory=True)
+    link.symlink_to(f"frontend-{newest_page}", target_is_directory=True)
     for root in hosts:
         print(
             f"Test host: ComfyUI {comfyui_version(root)} at {root} (page {pinned(root / 'requirements.txt', FRONTEND)})"
         )
-    print(f"Newest page: {FRONTEND} {newest}")
+    print(f"Newest page: {FRONTEND} {newest_page}")
     return hosts
 
 

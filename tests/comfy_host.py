@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COMFYUI_PATH = Path("/opt/ComfyUI")
+HOSTS_DIR = REPO_ROOT / ".hosts"  # the test hosts scripts/setup_env.sh provisions (docs/test-hosts.md)
 PLUGIN_PACKAGE = "comfyui_avsync"
 PLUGIN_FOLDER_NAME = "comfyui-avsync"  # the name the plugin gets under the server's custom_nodes/
 SKIP_MESSAGE = (
@@ -88,6 +90,23 @@ def configured_checkout() -> Path | None:
             )
         return candidate.resolve()
     return DEFAULT_COMFYUI_PATH.resolve() if is_comfyui(DEFAULT_COMFYUI_PATH) else None
+
+
+def comfyui_version(root: Path) -> str:
+    text = (root / "comfyui_version.py").read_text() if (root / "comfyui_version.py").is_file() else ""
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+    return match.group(1) if match else "unknown"
+
+
+def host_pins(root: Path) -> Path | None:
+    """The host's own workflow-templates and embedded-docs packages, where they differ from the venv's.
+
+    One venv serves every host and holds the newest host's pins; an older server needs its own (0.3.64 serves
+    the templates folder that newer template packages no longer have), so scripts/provision_hosts.py installs them
+    into .hosts/pins-<version> and the server starts with that folder first on its PYTHONPATH.
+    """
+    folder = HOSTS_DIR / f"pins-{comfyui_version(root)}"
+    return folder if folder.is_dir() else None
 
 
 _SELECTED_HOST: Path | None = None
@@ -628,6 +647,9 @@ class ComfyServer:
     def _launch(self) -> None:
         self.port = _free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", TQDM_DISABLE="1")
+        pins = host_pins(self.root)
+        if pins is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pins), env.get("PYTHONPATH")]))
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             self._command(),

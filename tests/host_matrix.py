@@ -27,7 +27,7 @@ from _pytest.reports import TestReport
 
 import comfy_host
 
-HOSTS_DIR = comfy_host.REPO_ROOT / ".hosts"
+HOSTS_DIR = comfy_host.HOSTS_DIR
 LOG_DIR = comfy_host.REPO_ROOT / "outputs" / "hosts"
 HOST_PARAM, PAGE_PARAM = "comfyui_host", "browser_page"
 HOST_ENV, SELECT_ENV, REPORT_ENV = "AVSYNC_HOST", "AVSYNC_HOST_SELECT", "AVSYNC_HOST_REPORT"
@@ -73,12 +73,6 @@ class Page:
         return HOSTS_DIR / f"frontend-{self.frontend}" / "comfyui_frontend_package" / "static"
 
 
-def _version(root: Path) -> str:
-    text = (root / "comfyui_version.py").read_text() if (root / "comfyui_version.py").is_file() else ""
-    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
-    return match.group(1) if match else "unknown"
-
-
 @functools.cache
 def hosts() -> tuple[Host, ...]:
     """Every host, newest ComfyUI first: those provisioned in .hosts/, and COMFYUI_PATH's (else /opt/ComfyUI's)."""
@@ -87,11 +81,11 @@ def hosts() -> tuple[Host, ...]:
     if checkout is not None and checkout not in roots:
         roots.append(checkout)
     found: list[Host] = []
-    for root in sorted(roots, key=lambda r: version_key(_version(r)), reverse=True):
-        name = f"comfyui-{_version(root)}"
+    for root in sorted(roots, key=lambda r: version_key(comfy_host.comfyui_version(r)), reverse=True):
+        name = f"comfyui-{comfy_host.comfyui_version(root)}"
         taken = {h.name for h in found}
         name = next(n for n in [name] + [f"{name}-{i}" for i in range(2, 99)] if n not in taken)
-        found.append(Host(name, root, _version(root)))
+        found.append(Host(name, root, comfy_host.comfyui_version(root)))
     return tuple(found)
 
 
