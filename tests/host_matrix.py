@@ -222,6 +222,7 @@ class HostRunner:
             command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", *files]
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
+                reporter.ensure_newline()
                 reporter.write_line(f"{host.name}: {len(items)} host tests in a separate process, log: {log}")
             start = time.monotonic()
             with open(log, "w") as out:
