@@ -19,8 +19,9 @@ HARMLESS: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
     (
-        "the newest page asks for the job list through the Jobs API, which servers older than the page lack",
-        re.compile(r"HTTP 404 http://127\.0\.0\.1:\d+/api/jobs\?[\w.,&=%-]*"),
+        "the newest page asks the Jobs API for the job list, and after a run for the job and its outputs; servers "
+        "older than the page lack that API",
+        re.compile(r"HTTP 404 http://127\.0\.0\.1:\d+/api/jobs(/[0-9a-f-]{36}(/assets)?)?(\?[\w.,&=%-]*)?"),
     ),
     (
         "the newest page's own log line for that Jobs API 404 (with its stack)",

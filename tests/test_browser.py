@@ -230,7 +230,7 @@ class Page:
         """Whether the node shows `text` itself: as page text inside the node (Nodes 2.0, or a DOM hint), or in the
         canvas renderer as the red line drawn just under the node (#ff6b6b, web/avsync.js), whose text a test cannot
         read back, so its colour is looked for."""
-        in_node = self.node_element(node_type).get_by_text(text, exact=True)
+        in_node = self.node_element(node_type).get_by_text(text)
         if in_node.count() and in_node.first.is_visible():
             return True
         if self.nodes2:

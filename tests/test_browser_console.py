@@ -9,6 +9,8 @@ SEEN_HARMLESS = [
     "console: Connecting to 'https://api.comfy.org/nodes?node_id=comfyui-avsync&node_id=comfy-core' violates the "
     "following Content Security Policy directive: \"connect-src 'self'\". The action has been blocked.",
     "HTTP 404 http://127.0.0.1:37205/api/jobs?status=in_progress,pending&limit=200&offset=0",
+    "HTTP 404 http://127.0.0.1:37205/api/jobs/0c8e3f0e-5a57-4c3e-9d0b-6a1f2b3c4d5e",
+    "HTTP 404 http://127.0.0.1:37205/api/jobs/0c8e3f0e-5a57-4c3e-9d0b-6a1f2b3c4d5e/assets?limit=500&offset=0",
     "console: [Jobs API] Error fetching jobs: JobsApiError: Failed to fetch jobs: 404\n"
     "    at fetchJobsRaw (http://127.0.0.1:50927/assets/api-BA-sjSl5.js:1:30008)\n"
     "    at async fetchHistoryPage (http://127.0.0.1:50927/assets/api-BA-sjSl5.js:1:30599)",
@@ -30,6 +32,7 @@ def test_an_unlisted_console_error_or_failed_request_still_fails():
         "console: Connecting to 'https://huggingface.co/x.safetensors' violates the following Content Security "
         "Policy directive: \"connect-src 'self'\". The action has been blocked.",
         "HTTP 500 http://127.0.0.1:37205/api/jobs?status=in_progress,pending&limit=200&offset=0",
+        "HTTP 404 http://127.0.0.1:37205/api/jobs/0c8e3f0e-5a57-4c3e-9d0b-6a1f2b3c4d5e/outputs/video.mp4",
         "HTTP 404 http://127.0.0.1:37205/api/view?filename=browser_clicks.wav&type=input&subfolder=",
         "HTTP 404 http://127.0.0.1:37205/extensions/comfyui-avsync/avsync.js",
         "console: [Jobs API] Error fetching jobs: JobsApiError: Failed to fetch jobs: 500",
