@@ -24,8 +24,11 @@ HARMLESS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"HTTP 404 http://127\.0\.0\.1:\d+/api/jobs(/[0-9a-f-]{36}(/assets)?)?(\?[\w.,&=%-]*)?"),
     ),
     (
-        "the newest page's own log line for that Jobs API 404 (with its stack)",
-        re.compile(r"console: \[Jobs API\] Error fetching jobs: JobsApiError: Failed to fetch jobs: 404(\n\s+at .*)*"),
+        "the newest page's own log lines for those Jobs API 404s, for the job list and the queue (with their stack)",
+        re.compile(
+            r"console: (\[Jobs API\] Error fetching jobs|Failed to fetch queue): JobsApiError: Failed to fetch jobs: 404"
+            r"(\n\s+at .*)*"
+        ),
     ),
     (
         "the placeholder inputs the shipped workflows name (workflows/README.md): the page asks for them to show "

@@ -14,6 +14,9 @@ SEEN_HARMLESS = [
     "console: [Jobs API] Error fetching jobs: JobsApiError: Failed to fetch jobs: 404\n"
     "    at fetchJobsRaw (http://127.0.0.1:50927/assets/api-BA-sjSl5.js:1:30008)\n"
     "    at async fetchHistoryPage (http://127.0.0.1:50927/assets/api-BA-sjSl5.js:1:30599)",
+    "console: Failed to fetch queue: JobsApiError: Failed to fetch jobs: 404\n"
+    "    at fetchJobsRaw (http://127.0.0.1:41755/assets/api-BA-sjSl5.js:1:30008)\n"
+    "    at async Promise.allSettled (index 0)",
     "HTTP 404 http://127.0.0.1:50927/api/view?type=input&filename=lion.png&subfolder=&rand=0.19250740630876084",
     "HTTP 404 http://127.0.0.1:50927/api/view?filename=lion_roar.wav&type=input&subfolder=&rand=0.9095684267843476",
     "console: Failed to load resource: the server responded with a status of 404 (Not Found)",
@@ -36,6 +39,7 @@ def test_an_unlisted_console_error_or_failed_request_still_fails():
         "HTTP 404 http://127.0.0.1:37205/api/view?filename=browser_clicks.wav&type=input&subfolder=",
         "HTTP 404 http://127.0.0.1:37205/extensions/comfyui-avsync/avsync.js",
         "console: [Jobs API] Error fetching jobs: JobsApiError: Failed to fetch jobs: 500",
+        "console: Failed to fetch queue: TypeError: Cannot read properties of undefined (reading 'jobs')",
         SEEN_HARMLESS[0] + " And then something else.",
     ]
     assert harmful(errors) == errors
