@@ -26,8 +26,8 @@ HARMLESS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "the newest page's own log lines for those Jobs API 404s, for the job list and the queue (with their stack)",
         re.compile(
-            r"console: (\[Jobs API\] Error fetching jobs|Failed to fetch queue): JobsApiError: Failed to fetch jobs: 404"
-            r"(\n\s+at .*)*"
+            r"console: (\[Jobs API\] Error fetching jobs|Failed to fetch queue): "
+            r"JobsApiError: Failed to fetch jobs: 404(\n\s+at .*)*"
         ),
     ),
     (
