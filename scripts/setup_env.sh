@@ -21,11 +21,13 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
 "${PIP[@]}" torchaudio==2.11.0
 "${PIP[@]}" -e ".[test]"
-COMFY="${COMFYUI_PATH:-/opt/ComfyUI}"
-if [ -f "$COMFY/requirements.txt" ]; then
-    echo "ComfyUI found at $COMFY: installing its requirements for the host tests"
-    "${PIP[@]}" -r "$COMFY/requirements.txt"
-else
-    echo "No ComfyUI checkout (set COMFYUI_PATH): the host tests will be skipped"
+# The test hosts: ComfyUI versions from the package registry into .hosts/ (docs/test-hosts.md), plus the checkout
+# COMFYUI_PATH names (else /opt/ComfyUI where one is), whose requirements and page are installed too.
+ALSO=()
+if [ -n "${COMFYUI_PATH:-}" ]; then
+    ALSO=(--also "$COMFYUI_PATH")
+elif [ -f /opt/ComfyUI/main.py ] && [ -d /opt/ComfyUI/comfy ]; then
+    ALSO=(--also /opt/ComfyUI)
 fi
+"$VENV/bin/python" scripts/provision_hosts.py "${ALSO[@]}"
 echo "Environment ready: $VENV"

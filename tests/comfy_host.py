@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,14 +38,15 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TESTED_COMFYUI_VERSION = "0.3.64"
 DEFAULT_COMFYUI_PATH = Path("/opt/ComfyUI")
+HOSTS_DIR = REPO_ROOT / ".hosts"  # the test hosts scripts/setup_env.sh provisions (docs/test-hosts.md)
 PLUGIN_PACKAGE = "comfyui_avsync"
 PLUGIN_FOLDER_NAME = "comfyui-avsync"  # the name the plugin gets under the server's custom_nodes/
 SKIP_MESSAGE = (
-    "ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (v{v} tested) to run the host tests "
-    "(the folder must hold comfy/ and main.py; without COMFYUI_PATH, {d} is tried)."
-).format(v=TESTED_COMFYUI_VERSION, d=DEFAULT_COMFYUI_PATH)
+    "No ComfyUI host: run scripts/setup_env.sh (it provisions the test hosts into .hosts/, see docs/test-hosts.md) "
+    "or set COMFYUI_PATH to a ComfyUI checkout (the folder must hold comfy/ and main.py; without COMFYUI_PATH, "
+    "{d} is tried)."
+).format(d=DEFAULT_COMFYUI_PATH)
 
 # Top-level module names a ComfyUI checkout provides; one imported from elsewhere would shadow ComfyUI's.
 _COMFY_TOP_LEVEL = (
@@ -68,32 +70,65 @@ _COMFY_TOP_LEVEL = (
 # --------------------------------------------------------------------------------------------------
 
 
-def _is_comfyui(folder: Path) -> bool:
+def is_comfyui(folder: Path) -> bool:
     return (folder / "comfy").is_dir() and (folder / "main.py").is_file()
 
 
-def comfyui_path() -> Path | None:
-    """The ComfyUI checkout the host tests run against: COMFYUI_PATH, else /opt/ComfyUI if it looks like one.
+def configured_checkout() -> Path | None:
+    """The checkout a developer points at: COMFYUI_PATH, else /opt/ComfyUI if it looks like one.
 
     A COMFYUI_PATH that is set but holds no ComfyUI is a mistake in the test setup, not a reason to skip: it fails.
     """
     env = os.environ.get("COMFYUI_PATH")
     if env:
         candidate = Path(env).expanduser()
-        if not _is_comfyui(candidate):
+        if not is_comfyui(candidate):
             pytest.fail(
                 f"COMFYUI_PATH={env} holds no ComfyUI checkout (it needs comfy/ and main.py). "
-                "Point it at a ComfyUI checkout, or unset it to skip the host tests.",
+                "Point it at a ComfyUI checkout, or unset it to test only the provisioned hosts.",
                 pytrace=False,
             )
         return candidate.resolve()
-    return DEFAULT_COMFYUI_PATH.resolve() if _is_comfyui(DEFAULT_COMFYUI_PATH) else None
+    return DEFAULT_COMFYUI_PATH.resolve() if is_comfyui(DEFAULT_COMFYUI_PATH) else None
+
+
+def comfyui_version(root: Path) -> str:
+    text = (root / "comfyui_version.py").read_text() if (root / "comfyui_version.py").is_file() else ""
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+    return match.group(1) if match else "unknown"
+
+
+def host_pins(root: Path) -> Path | None:
+    """The host's own workflow-templates and embedded-docs packages, where they differ from the venv's.
+
+    One venv serves every host and holds the newest host's pins; an older server needs its own (0.3.64 serves
+    the templates folder that newer template packages no longer have), so scripts/provision_hosts.py installs them
+    into .hosts/pins-<version> and the server starts with that folder first on its PYTHONPATH.
+    """
+    folder = HOSTS_DIR / f"pins-{comfyui_version(root)}"
+    return folder if folder.is_dir() else None
+
+
+_SELECTED_HOST: Path | None = None
+
+
+def select_host(root: Path) -> None:
+    """Make `root` the ComfyUI this process tests (host_matrix picks one host per process)."""
+    global _SELECTED_HOST
+    _SELECTED_HOST = Path(root).resolve()
+
+
+def comfyui_path() -> Path | None:
+    """The ComfyUI this process tests: the host host_matrix selected, else the configured checkout."""
+    return _SELECTED_HOST if _SELECTED_HOST is not None else configured_checkout()
 
 
 def require_comfyui() -> Path:
-    """The checkout, or a pytest skip (no COMFYUI_PATH and no default checkout) that says how to enable them."""
+    """The host, or a pytest skip that says how to get one; under CI=true no host is a broken setup and fails."""
     root = comfyui_path()
     if root is None:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(SKIP_MESSAGE + " (CI=true: the host tests must run)", pytrace=False)
         pytest.skip(SKIP_MESSAGE)
     return root
 
@@ -612,6 +647,9 @@ class ComfyServer:
     def _launch(self) -> None:
         self.port = _free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", TQDM_DISABLE="1")
+        pins = host_pins(self.root)
+        if pins is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pins), env.get("PYTHONPATH")]))
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             self._command(),

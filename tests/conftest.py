@@ -10,6 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+# The host matrix: every host test runs on each ComfyUI host, named in its id (host_matrix.py).
+from host_matrix import pytest_collection_modifyitems, pytest_configure, pytest_generate_tests  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

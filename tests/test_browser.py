@@ -21,10 +21,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from browser_console import harmful
 from PIL import Image
 from workflow_boxes import group_problems, node_boxes, overlapping_pairs
 
 import comfy_host
+import host_matrix
 from comfy_host import ComfyServer, write_clicks, write_image, write_random_motion_module, write_small_imagebind
 
 pytestmark = [pytest.mark.browser, pytest.mark.host, pytest.mark.slow]
@@ -32,8 +34,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.host, pytest.mark.slow]
 WORKFLOWS = sorted((comfy_host.REPO_ROOT / "workflows").glob("*.json"))
 MAIN = comfy_host.REPO_ROOT / "workflows" / "avsync_image_audio_to_video.json"
 SCREENSHOTS = comfy_host.REPO_ROOT / "outputs" / "browser_screenshots"
-# Placeholder file names the shipped workflows carry (workflows/README.md): the page asks the server for them.
-PLACEHOLDERS = ("lion.png", "lion_roar.wav")
 FRAMES, FPS, SIZE, STEPS, SOUND_SECONDS = 4, 2.0, 64, 1, 2.0  # 4 frames at 2 fps: one 2 s clip, as trained
 VIEWPORT = {"width": 1920, "height": 1080}
 
@@ -75,21 +75,29 @@ def say(request, line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shots(request) -> Path:
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
-    yield SCREENSHOTS
-    say(
-        request, f"browser screenshots in {SCREENSHOTS}: {', '.join(sorted(p.name for p in SCREENSHOTS.glob('*.png')))}"
-    )
+def browser_page() -> host_matrix.Page:
+    """host_matrix parametrizes this with each host's pages; without any host the tests skip (fail under CI)."""
+    comfy_host.require_comfyui()
+    pytest.fail("a host was found but host_matrix gave it no page")
 
 
 @pytest.fixture(scope="module")
-def server(chromium, tmp_path_factory):
+def shots(request, browser_page) -> Path:
+    folder = SCREENSHOTS / f"{host_matrix.local_host().name}-{browser_page.id}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    yield folder
+    say(request, f"browser screenshots in {folder}: {', '.join(sorted(p.name for p in folder.glob('*.png')))}")
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory, browser_page):
     comfy_host.require_comfyui()
+    if not (browser_page.root / "index.html").is_file():
+        unavailable(f"The page {browser_page.frontend} is not in {browser_page.root}: run scripts/setup_env.sh.")
     checkpoint = comfy_host.session_random_sd15_checkpoint()
     work = tmp_path_factory.mktemp("browser_models")
-    with ComfyServer(plugin=True) as running:
+    with ComfyServer(plugin=True, extra_args=("--front-end-root", str(browser_page.root))) as running:
         running.files = SimpleNamespace(
             ckpt=running.add_model("checkpoints", checkpoint),
             motion=running.add_model("avsyncd", write_random_motion_module(work / "random_motion.safetensors")),
@@ -105,23 +113,16 @@ def server(chromium, tmp_path_factory):
 class Page:
     """The ComfyUI page and the errors it reported since the last `take_errors()`."""
 
-    def __init__(self, page, shots: Path):
-        self.page, self.shots, self.errors = page, shots, []
+    def __init__(self, page, shots: Path, nodes2: bool):
+        self.page, self.shots, self.nodes2, self.errors = page, shots, nodes2, []
         page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
         page.on("console", lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
         page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
 
     def take_errors(self) -> list[str]:
+        """The errors since the last call, less the named harmless host lines (browser_console.py)."""
         errors, self.errors = self.errors, []
-        # A file the page cannot find answers 404 (the HTTP line) and the browser logs a console line for it.
-        errors = [
-            e
-            for e in errors
-            if e != "console: Failed to load resource: the server responded with a status of 404 (Not Found)"
-        ]
-        return [
-            e for e in errors if not any(f"filename={name}&" in e and e.startswith("HTTP 404") for name in PLACEHOLDERS)
-        ]
+        return harmful(errors)
 
     def js(self, script: str, arg=None):
         return self.page.evaluate(script, arg)
@@ -175,7 +176,11 @@ class Page:
         self.page.wait_for_timeout(400)
 
     def screenshot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"))
+        """Half size: enough to read the nodes, small enough to keep."""
+        image = Image.open(io.BytesIO(self.page.screenshot()))
+        image.resize((image.width // 2, image.height // 2), Image.LANCZOS).save(
+            self.shots / f"{name}.png", optimize=True
+        )
 
     def widget_centre(self, node_type: str, widget_name: str) -> tuple[float, float]:
         """Where a canvas-drawn widget of a node is on the screen."""
@@ -195,13 +200,59 @@ class Page:
         )
 
     def upload_through_button(self, path: Path) -> None:
+        """Click AVSync Load Audio's upload control as an artist would: the canvas button, or with Nodes 2.0 the
+        upload icon of the audio widget, and pick the file."""
         with self.page.expect_file_chooser() as chooser:
-            self.page.mouse.click(*self.widget_centre("AVSyncLoadAudio", "upload"))
+            if self.nodes2:
+                self.node_element("AVSyncLoadAudio").locator("[data-widget-name='audio'] label").click()
+            else:
+                self.page.mouse.click(*self.widget_centre("AVSyncLoadAudio", "upload"))
         chooser.value.set_files(str(path))
+
+    def node_element(self, node_type: str):
+        """The node as a page element (Nodes 2.0 draws each node as one)."""
+        return self.page.locator(f"[data-node-id='{self.node_id(node_type)}']")
+
+    @property
+    def player(self) -> str:
+        """A script expression for AVSync Load Audio's player the artist sees: the player widget's element, or
+        with Nodes 2.0 the node's own audio element (the widget's element is then not on the page)."""
+        if self.nodes2:
+            return (
+                "document.querySelector(`[data-node-id='${app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio')"
+                ".id}'] [data-widget-name='audioUI'] audio`)"
+            )
+        return (
+            "app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').widgets.find(w => w.name === 'audioUI').element"
+        )
+
+    def hint_shown(self, node_type: str, text: str) -> bool:
+        """Whether the node shows `text` itself: as page text inside the node (Nodes 2.0, or a DOM hint), or in the
+        canvas renderer as the red line drawn just under the node (#ff6b6b, web/avsync.js), whose text a test cannot
+        read back, so its colour is looked for."""
+        in_node = self.node_element(node_type).get_by_text(text)
+        if in_node.count() and in_node.first.is_visible():
+            return True
+        if self.nodes2:
+            return False
+        left, top, right, bottom = self.js(
+            """(t) => {
+            const node = app.graph._nodes.find(n => n.type === t);
+            const ds = app.canvas.ds, rect = app.canvas.canvas.getBoundingClientRect();
+            const [x0, y0] = ds.convertOffsetToCanvas([node.pos[0], node.pos[1] + node.size[1]]);
+            const [x1, y1] = ds.convertOffsetToCanvas([node.pos[0] + node.size[0], node.pos[1] + node.size[1] + 24]);
+            return [rect.left + x0, rect.top + y0, rect.left + x1, rect.top + y1];
+        }""",
+            node_type,
+        )
+        clip = {"x": left, "y": top, "width": right - left, "height": bottom - top}
+        strip = np.asarray(Image.open(io.BytesIO(self.page.screenshot(clip=clip))).convert("RGB")).astype(int)
+        red = np.all(np.abs(strip - np.array([0xFF, 0x6B, 0x6B])) <= 24, axis=-1)
+        return int(red.sum()) >= 20  # a few letters' worth of the hint's red
 
 
 @pytest.fixture(scope="module")
-def page(server, chromium, shots):
+def page(server, chromium, shots, browser_page):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -217,11 +268,12 @@ def page(server, chromium, shots):
                     "Comfy.TutorialCompleted": True,
                     "Comfy.Minimap.Visible": False,
                     "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                    "Comfy.VueNodes.Enabled": browser_page.nodes2,  # Nodes 2.0: nodes drawn as page elements
                 },
             )
             assert status == 200
             tab = browser.new_page(viewport=VIEWPORT)
-            ui = Page(tab, shots)
+            ui = Page(tab, shots, browser_page.nodes2)
             tab.goto(server.url)
             tab.wait_for_function(
                 "() => window.app?.graph && window.app.canvas?.canvas && window.LiteGraph && app.extensions.length > 0",
@@ -273,8 +325,8 @@ def test_upload_a_sound_through_the_button_selects_and_plays_it(page, server):
         timeout=20_000,
     )
     assert (server.input_dir / sound.name).read_bytes() == sound.read_bytes(), "the upload lands in input/"
-    player = "app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').widgets.find(w => w.name === 'audioUI').element"
-    page.page.wait_for_function(f"() => {player}.readyState >= 1", timeout=20_000)
+    player = page.player
+    page.page.wait_for_function(f"() => {player}?.readyState >= 1", timeout=20_000)
     src, duration = page.js(f"() => [{player}.src, {player}.duration]")
     assert f"filename={sound.name}" in src and "type=input" in src
     assert duration == pytest.approx(SOUND_SECONDS, abs=0.05)
@@ -295,6 +347,7 @@ def test_a_file_that_is_not_sound_gets_a_clear_error_and_the_server_keeps_servin
     assert message == "Cannot play 'notes.txt': not a sound?"
     page.page.wait_for_timeout(800)  # the notification has faded in
     page.screenshot("04_not_a_sound_refused")
+    assert page.hint_shown("AVSyncLoadAudio", message), "the node itself shows the refusal, in either renderer"
     assert server.get_json("/system_stats")["system"]["comfyui_version"], "the server still answers"
     assert page.take_errors() == []  # the refusal is the node's message and the notification, not a page error
     page.set_widget("AVSyncLoadAudio", "audio", server.files.sound.name)

@@ -34,12 +34,12 @@ def test_a_set_comfyui_path_without_comfyui_fails_instead_of_skipping(tmp_path, 
     (tmp_path / "main.py").write_text("")  # a main.py alone is not a checkout
     monkeypatch.setenv("COMFYUI_PATH", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="holds no ComfyUI checkout"):
-        comfy_host.require_comfyui()
+        comfy_host.configured_checkout()
     monkeypatch.setenv("COMFYUI_PATH", str(tmp_path / "missing"))
     with pytest.raises(pytest.fail.Exception, match="holds no ComfyUI checkout"):
-        comfy_host.comfyui_path()
+        comfy_host.configured_checkout()
     monkeypatch.delenv("COMFYUI_PATH")
-    assert comfy_host.comfyui_path() in (None, comfy_host.DEFAULT_COMFYUI_PATH.resolve())
+    assert comfy_host.configured_checkout() in (None, comfy_host.DEFAULT_COMFYUI_PATH.resolve())
 
 
 def test_in_process_comfy_runs_on_cpu_in_a_throwaway_base(comfy):
