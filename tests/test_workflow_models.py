@@ -84,26 +84,45 @@ def loaders():
     return model_paths, AVSyncMotionModuleLoader, AVSyncImageBindLoader
 
 
+def comfy_validation(loader_id: str, inputs: dict) -> list[dict]:
+    """ComfyUI's own check of one node before a run (what the page shows when Run is refused)."""
+    import asyncio
+
+    import execution
+
+    valid, errors, _ = asyncio.run(
+        execution.validate_inputs("test", {"1": {"class_type": loader_id, "inputs": inputs}}, "1", {})
+    )
+    return [] if valid else errors
+
+
 @pytest.mark.host
-def test_a_missing_official_folder_is_refused_before_running_with_what_to_put_where(loaders, official_tiny_c, tmp_path):
+def test_a_missing_official_folder_is_refused_before_running_with_what_to_put_where(
+    loaders, official_tiny_c, tmp_path, monkeypatch
+):
+    import nodes as comfy_nodes
     from test_comfy_nodes import model_folders
 
     model_paths, motion_loader, imagebind_loader = loaders
+    for loader in (motion_loader, imagebind_loader):
+        monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, loader.__name__, loader)
     placeholder = "avsync15 [AVSyncD folder]"  # what the shipped workflows select
     with model_folders(avsyncd=[tmp_path / "avsyncd"], imagebind=[tmp_path / "imagebind"]):
-        message = motion_loader.VALIDATE_INPUTS(placeholder)
-        assert message.startswith(f"'{placeholder}' is not in models/avsyncd.")
+        (error,) = comfy_validation("AVSyncMotionModuleLoader", {"motion_module": placeholder})
+        message = error["details"]
+        assert error["type"] == "custom_validation_failed"
+        assert f"'{placeholder}' is not in models/avsyncd." in message
         assert "lzhangbj/ASVA" in message and "checkpoint-37000/modules" in message
         assert "ComfyUI/models/avsyncd/avsync15" in message
-        message = imagebind_loader.VALIDATE_INPUTS("imagebind_huge.pth")
-        assert "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth" in message
+        (error,) = comfy_validation("AVSyncImageBindLoader", {"encoder_name": "imagebind_huge.pth"})
+        assert "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth" in error["details"]
 
         (tmp_path / "avsyncd").mkdir()
         (tmp_path / "avsyncd" / "avsync15").symlink_to(official_tiny_c, target_is_directory=True)
         (tmp_path / "imagebind").mkdir()
         (tmp_path / "imagebind" / "imagebind_huge.pth").write_bytes(b"")
-        assert motion_loader.VALIDATE_INPUTS(placeholder) is True, "put where the message says, it is accepted"
-        assert imagebind_loader.VALIDATE_INPUTS("imagebind_huge.pth") is True
+        assert comfy_validation("AVSyncMotionModuleLoader", {"motion_module": placeholder}) == [], "put as told: ok"
+        assert comfy_validation("AVSyncImageBindLoader", {"encoder_name": "imagebind_huge.pth"}) == []
         assert isinstance(
             model_paths.check_choice("avsyncd", "other [AVSyncD folder]", model_paths.motion_choices()), str
         )
