@@ -217,6 +217,9 @@ def page(server, chromium, shots):
                     "Comfy.TutorialCompleted": True,
                     "Comfy.Minimap.Visible": False,
                     "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                    # The workflows name their models for the page's missing-models dialog, which would cover the
+                    # canvas (test_browser_hint.py checks it).
+                    "Comfy.Workflow.ShowMissingModelsWarning": False,
                 },
             )
             assert status == 200
