@@ -3,8 +3,8 @@ a sound gets AVSync Load Audio's red line inside the node, and the shipped workf
 SD1.5 checkpoint and ImageBind with their folders and download addresses.
 
 The newest page is a `comfyui-frontend-package` folder served with `--front-end-root`: AVSYNC_NEWEST_FRONTEND names its
-`static` folder, else the newest `.hosts/frontend-*/comfyui_frontend_package/static` of the checkout is used; without
-one those cases are skipped. Screenshots go to outputs/browser_screenshots_hint/.
+`static` folder, else the checkout's `.hosts/frontend-newest` (or the highest `.hosts/frontend-<version>`) is used;
+without one those cases are skipped. Screenshots go to outputs/browser_screenshots_hint/.
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ def newest_frontend() -> Path | None:
             pytest.fail(f"AVSYNC_NEWEST_FRONTEND={env} holds no frontend (index.html).", pytrace=False)
         return path
 
+    hosts = comfy_host.REPO_ROOT / ".hosts"
+    newest = hosts / "frontend-newest" / "comfyui_frontend_package" / "static"  # what scripts/setup_env.sh links
+    if newest.is_dir():
+        return newest
+
     def version(folder: Path) -> tuple[int, ...]:
         return tuple(int(p) for p in re.findall(r"\d+", folder.name))
 
-    found = sorted(
-        (comfy_host.REPO_ROOT / ".hosts").glob("frontend-*/comfyui_frontend_package/static"),
-        key=lambda p: version(p.parents[1]),
-    )
+    found = sorted(hosts.glob("frontend-[0-9]*/comfyui_frontend_package/static"), key=lambda p: version(p.parents[1]))
     return found[-1] if found else None
 
 
@@ -102,7 +104,10 @@ def open_page(browser, server: ComfyServer, *, nodes2: bool, models_dialog: bool
     )
     assert status == 200
     tab = browser.new_page(viewport=VIEWPORT)
-    page = Page(tab, SHOTS)
+    try:
+        page = Page(tab, SHOTS, nodes2)  # the harness whose pages know their renderer
+    except TypeError:
+        page = Page(tab, SHOTS)
     tab.goto(server.url)
     tab.wait_for_function(
         "() => window.app?.graph && window.app.canvas?.canvas && app.extensions.length > 0", timeout=90_000
