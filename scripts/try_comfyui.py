@@ -114,6 +114,15 @@ def prepare_base(base: Path) -> list[str]:
     return notes
 
 
+def host_pins(root: Path, hosts: Path) -> Path | None:
+    """The host's own pinned packages that scripts/setup_env.sh put into .hosts/pins-<version>: the shared venv holds
+    the newest host's, on which an older ComfyUI's server can stop."""
+    version_file = root / "comfyui_version.py"
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", version_file.read_text() if version_file.is_file() else "")
+    pins = hosts / f"pins-{match.group(1)}" if match else None
+    return pins if pins is not None and pins.is_dir() else None
+
+
 def comfyui_command(root: Path, base: Path, listen: str, port: int, extra: list[str]) -> list[str]:
     command = [sys.executable, str(root / "main.py"), "--base-directory", str(base), "--listen", listen]
     command += ["--port", str(port), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}"]
@@ -180,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         command = comfyui_command(root, base, args.listen, args.port, args.comfyui_args)
         print(f"Starting ComfyUI from {root} with this pack (base directory {base})", flush=True)
         signal.signal(signal.SIGTERM, _raise_interrupt)
-        process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True)
+        env = dict(os.environ)
+        pins = host_pins(root, HOSTS)
+        if pins is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pins), env.get("PYTHONPATH")]))
+        process = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             host = "127.0.0.1" if args.listen in ("0.0.0.0", "::") else args.listen.split(",")[0]
             url = f"http://{host}:{args.port}"

@@ -54,6 +54,16 @@ def test_the_newest_provisioned_host_is_chosen_unless_comfyui_path_names_one(tmp
         script.find_comfyui({}, tmp_path / "nothing")
 
 
+def test_an_older_hosts_own_pins_are_found_by_its_version(tmp_path):
+    script = load_script()
+    root = fake_comfyui(tmp_path / "comfyui-0.3.52")
+    (root / "comfyui_version.py").write_text('__version__ = "0.3.52"\n')
+    assert script.host_pins(root, tmp_path) is None
+    (tmp_path / "pins-0.3.52").mkdir()
+    (tmp_path / "pins-0.3.75").mkdir()
+    assert script.host_pins(root, tmp_path) == tmp_path / "pins-0.3.52"
+
+
 def test_a_comfyui_path_without_comfyui_is_one_line_and_status_2(tmp_path):
     env = dict(os.environ, COMFYUI_PATH=str(tmp_path))
     result = run("--base-directory", str(tmp_path / "base"), env=env)
