@@ -180,6 +180,10 @@ class AVSyncImageBindLoader:
     CATEGORY = f"{CATEGORY}/loaders"
     DESCRIPTION = "Loads ImageBind's audio encoder without reading the other modalities of the checkpoint."
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, encoder_name: str):
+        return model_paths.check_choice(model_paths.IMAGEBIND_FOLDER, encoder_name, model_paths.imagebind_choices())
+
     def load(self, encoder_name: str):
         """Built from comfy.ops.manual_cast layers, which cast per call, so ComfyUI can stream the encoder in
         low-VRAM mode; kept in float32, the precision the released tokens were computed in."""

@@ -40,6 +40,10 @@ class AVSyncMotionModuleLoader:
     CATEGORY = f"{CATEGORY}/loaders"
     DESCRIPTION = "Loads AVSyncD's trained weights, from this pack's files or from an official checkpoint."
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, motion_module: str):
+        return model_paths.check_choice(model_paths.MOTION_FOLDER, motion_module, model_paths.motion_choices())
+
     def load(self, motion_module: str):
         """One copy, in the dtype ComfyUI stores UNet weights in, built from comfy.ops.manual_cast layers: they
         cast to each call's compute dtype and take part in ComfyUI's low-VRAM weight streaming."""

@@ -25,10 +25,14 @@ CLASSIFIER_SUFFIX = " [classifier folder]"
 HELP = {
     MOTION_FOLDER: (
         "Put an AVSyncD motion module (.safetensors) or an official AVSyncD checkpoint folder (the one holding "
-        "unet/ and audio_encoder/, e.g. from the lzhangbj/ASVA release) into ComfyUI/models/avsyncd/"
+        "unet/ and audio_encoder/, e.g. from the lzhangbj/ASVA release) into ComfyUI/models/avsyncd/; for the "
+        "shipped workflows, download the AVSync15 checkpoint (the Google Drive link in the lzhangbj/ASVA README) "
+        "and copy its avsync15_audio-cond_cfg/ckpts/checkpoint-37000/modules folder to "
+        "ComfyUI/models/avsyncd/avsync15 (listed as 'avsync15 [AVSyncD folder]')"
     ),
     IMAGEBIND_FOLDER: (
-        "Put Meta's imagebind_huge.pth (or the compact audio-only .safetensors this pack writes) into "
+        "Put Meta's imagebind_huge.pth (https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth; or the "
+        "compact audio-only .safetensors this pack writes) into "
         "ComfyUI/models/imagebind/, or an official AVSyncD checkpoint folder into ComfyUI/models/avsyncd/"
     ),
     CLASSIFIER_FOLDER: (
@@ -136,6 +140,15 @@ def classifier_choices() -> list[str]:
     skip = {name[: -len(CLASSIFIER_SUFFIX)] for name in folders}
     files = [n for n in _files(CLASSIFIER_FOLDER, skip) if n.endswith(".safetensors")]
     return list(folders) + files or [placeholder(CLASSIFIER_FOLDER)]
+
+
+def check_choice(folder: str, choice: str, choices: list[str]) -> bool | str:
+    """A loader's VALIDATE_INPUTS: True for a listed entry, else what to put where. ComfyUI's own check would
+    only say "Value not in list" for a shared workflow's model that is not installed yet (an official checkpoint
+    folder cannot be named in a workflow's model list, so the page cannot tell either)."""
+    if choice in choices:
+        return True
+    return f"'{choice}' is not in models/{folder}. {HELP[folder]}."
 
 
 def resolve(folder: str, choice: str) -> Path:
