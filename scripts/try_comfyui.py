@@ -166,7 +166,8 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (also read by tests/test_docs.py)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--port", type=int, default=8188, help="the port the page is served on (default 8188)")
     parser.add_argument(
@@ -179,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where models, inputs, outputs and settings live (default .hosts/try-comfyui of this checkout)",
     )
     parser.add_argument("comfyui_args", nargs="*", help="after --: more arguments for ComfyUI's main.py")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         root = find_comfyui(dict(os.environ), HOSTS)

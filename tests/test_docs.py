@@ -22,8 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted(
     [REPO / "README.md", REPO / "ARCHITECTURE.md", *(REPO / "docs").rglob("*.md"), REPO / "workflows/README.md"]
 )
-# Files the docs name that another open issue adds; each entry must go once the file exists (checked below).
-PENDING = {"scripts/try_comfyui.py": "issue 22: the one command to try the pack in ComfyUI"}
 
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
 INLINE_CODE = re.compile(r"`([^`]+)`")  # may wrap onto the next line, as in a paragraph
@@ -38,6 +36,10 @@ OUTSIDE_FLAGS = {
     "--cpu": "ComfyUI's main.py",
     "--preview-method": "ComfyUI's main.py",
     "--logdir": "tensorboard",
+    "--disable-api-nodes": "ComfyUI's main.py",
+    "--front-end-root": "ComfyUI's main.py",
+    "--no-deps": "pip",
+    "--target": "pip",
 }
 
 
@@ -56,7 +58,7 @@ class Command:
     def has_parser(self) -> bool:
         """Modules always; a script only when flags are shown with it (named bare, it only has to exist)."""
         shown_flags = [a for a in self.args if a.strip("[").startswith("-")]
-        return not self.script or (bool(shown_flags) and self.module not in PENDING)
+        return not self.script or bool(shown_flags)
 
 
 def relative(path: Path) -> str:
@@ -151,6 +153,8 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def problems(command: Command, parser: argparse.ArgumentParser) -> list[str]:
     """Flags the parser does not know, a missing or unknown subcommand, option values outside their choices."""
     args = [a.strip("[]") for a in command.args if a.strip("[]") not in ("", "|", "...")]
+    if "--" in args:  # what follows a bare -- goes to another program (try_comfyui passes it to ComfyUI)
+        args = args[: args.index("--")]
     found = []
     choices = subcommands(parser)
     if choices and args:  # a bare `python -m M` names the command; it needs no subcommand there
@@ -191,7 +195,7 @@ def test_the_docs_show_commands():
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.doc}:{c.module}" for c in COMMANDS])
 def test_every_documented_command_has_its_flags(command):
-    if command.script and command.module not in PENDING:
+    if command.script:
         assert (REPO / command.module).is_file(), f"{command.doc}: {command.module} does not exist"
     if command.has_parser:
         assert problems(command, command_parser(command.module)) == [], f"{command.doc}: {command.line}"
@@ -237,9 +241,4 @@ def test_every_script_a_code_block_names_exists():
                 named |= {(relative(path), m) for m in re.findall(r"(?<![\w/.])(scripts/[\w./-]*\w)", line)}
     assert named, "no scripts/ path found in the docs' code blocks"
     missing = sorted(f"{doc}: {script}" for doc, script in named if not (REPO / script).exists())
-    assert [m for m in missing if m.split(": ")[1] not in PENDING] == []
-
-
-def test_pending_files_are_still_missing():
-    """A file listed as added by another issue that now exists is checked like any other: drop it from PENDING."""
-    assert [name for name in PENDING if (REPO / name).exists()] == []
+    assert missing == []
