@@ -7,7 +7,25 @@ full, line by line, stays an error.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+def _declared_model_urls() -> str:
+    """The model addresses the shipped workflows declare (node properties' `models`), as one regex alternative."""
+    urls = {
+        model["url"]
+        for path in WORKFLOWS.glob("*.json")
+        for node in json.loads(path.read_text()).get("nodes", [])
+        for model in node.get("properties", {}).get("models", [])
+    }
+    return "|".join(re.escape(url) for url in sorted(urls))
+
+
+MODEL_URL = _declared_model_urls()
 
 HARMLESS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
@@ -16,6 +34,15 @@ HARMLESS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"console: Connecting to 'https://api\.comfy\.org/nodes\?node_id=[\w.,&=-]*' violates the following "
             r"Content Security Policy directive: \"connect-src 'self'\"\. The action has been blocked\."
+        ),
+    ),
+    (
+        "the newest page asks for the size of each model file a workflow declares (its `models` list); under "
+        "--disable-api-nodes (offline) the newer servers' Content-Security-Policy blocks that request",
+        re.compile(
+            rf"console: (Connecting to '({MODEL_URL})' violates the following Content Security Policy directive: "
+            rf"\"connect-src 'self'\"\. The action has been blocked\.|Fetch API cannot load ({MODEL_URL})\. Refused "
+            r"to connect because it violates the document's Content Security Policy\.)"
         ),
     ),
     (

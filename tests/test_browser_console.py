@@ -20,6 +20,11 @@ SEEN_HARMLESS = [
     "HTTP 404 http://127.0.0.1:50927/api/view?type=input&filename=lion.png&subfolder=&rand=0.19250740630876084",
     "HTTP 404 http://127.0.0.1:50927/api/view?filename=lion_roar.wav&type=input&subfolder=&rand=0.9095684267843476",
     "console: Failed to load resource: the server responded with a status of 404 (Not Found)",
+    "console: Connecting to 'https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
+    "v1-5-pruned-emaonly.safetensors' violates the following Content Security Policy directive: \"connect-src "
+    "'self'\". The action has been blocked.",
+    "console: Fetch API cannot load https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
+    "v1-5-pruned-emaonly.safetensors. Refused to connect because it violates the document's Content Security Policy.",
 ]
 
 
@@ -34,6 +39,8 @@ def test_an_unlisted_console_error_or_failed_request_still_fails():
         # The same kinds of line about something else than the named host behaviour:
         "console: Connecting to 'https://huggingface.co/x.safetensors' violates the following Content Security "
         "Policy directive: \"connect-src 'self'\". The action has been blocked.",
+        "console: Fetch API cannot load https://huggingface.co/x.safetensors. Refused to connect because it violates "
+        "the document's Content Security Policy.",
         "HTTP 500 http://127.0.0.1:37205/api/jobs?status=in_progress,pending&limit=200&offset=0",
         "HTTP 404 http://127.0.0.1:37205/api/jobs/0c8e3f0e-5a57-4c3e-9d0b-6a1f2b3c4d5e/outputs/video.mp4",
         "HTTP 404 http://127.0.0.1:37205/api/view?filename=browser_clicks.wav&type=input&subfolder=",

@@ -1128,7 +1128,8 @@ def test_hypertile_cannot_be_combined_and_says_so(tiny, motion, audio, first, te
     from comfyui_avsync.avsync_core.errors import AVSyncError
 
     def hypertile(model):  # tiles of 4x4 latent pixels: the 8x8 test latent is split into 4 tiles
-        return HyperTile.execute(model, tile_size=32, swap_size=1, max_depth=0, scale_depth=False)[0]
+        run = getattr(HyperTile, "execute", None) or HyperTile().patch  # node API V3 (0.3.64 on) or V1 (0.3.52)
+        return run(model, tile_size=32, swap_size=1, max_depth=0, scale_depth=False)[0]
 
     if order == "before":
         model = apply(hypertile(tiny.base.clone()), motion)
