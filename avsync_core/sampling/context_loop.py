@@ -16,11 +16,10 @@ from diffusers import PNDMScheduler
 from tqdm.auto import tqdm
 
 from ..audio.condition import AudioCondition
-from ..errors import InvalidInputError
 from ..model.unet import AVSyncUNet
 from .context import DEFAULT_OVERLAP, context_schedule, normalized_weights, window_start
-from .guidance import combine_guidance, guidance_branches
-from .loop import StepInfo, _batch_of, _branch_inputs, _initial_noise, _step_kwargs, fresh_seed
+from .guidance import combine_guidance
+from .loop import StepInfo, _batch_of, _branch_inputs, _initial_noise, _step_kwargs, checked_branches, fresh_seed
 
 Tensor = torch.Tensor
 
@@ -50,13 +49,7 @@ def sample_context_video_latents(
     The noise of video ``i`` is drawn for all its new frames at once from ``seed + i``. ``callback`` gets the
     fused prediction as ``guided_eps`` and the last window's branch outputs as ``unet_output``.
     """
-    if not isinstance(audio, AudioCondition):
-        raise InvalidInputError(f"audio must be an AudioCondition, got {type(audio).__name__}.")
-    if steps < 1:
-        raise InvalidInputError(f"steps must be at least 1, got {steps}.")
-    branches = guidance_branches(audio_scale, text_scale)
-    if any(not br.text for br in branches) and null_text is None:
-        raise InvalidInputError("text guidance above 1 needs the null (empty-prompt) text encoding.")
+    branches = checked_branches(audio, steps, audio_scale, text_scale, null_text)
     frames, total = audio.frames, audio.total_frames
     windows = context_schedule(total, frames, overlap)
     weights = normalized_weights(windows, fuse, total, overlap)

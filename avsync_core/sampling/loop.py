@@ -42,6 +42,23 @@ class StepInfo:
     unet_output: Tensor  # (k*b, c, F, h, w), the raw branch outputs
 
 
+def checked_branches(
+    audio: AudioCondition, steps: int, audio_scale: float, text_scale: float, null_text: Tensor | None
+) -> list:
+    """The guidance branches of a run, after the checks every standalone loop (one clip, context windows) needs."""
+    if not isinstance(audio, AudioCondition):
+        raise InvalidInputError(
+            "audio must be an AudioCondition (from avsync_core.audio.encode_audio_condition), "
+            f"got {type(audio).__name__}."
+        )
+    if steps < 1:
+        raise InvalidInputError(f"steps must be at least 1, got {steps}.")
+    branches = guidance_branches(audio_scale, text_scale)
+    if any(not br.text for br in branches) and null_text is None:
+        raise InvalidInputError("text guidance above 1 needs the null (empty-prompt) text encoding.")
+    return branches
+
+
 def sample_video_latents(
     unet: AVSyncUNet,
     scheduler,
@@ -68,19 +85,10 @@ def sample_video_latents(
     (modulo 2**64, ``chain.window_seed``), so it equals a batch-1 run with that seed (for deterministic
     schedulers). ``callback`` may raise to stop sampling (e.g. on a user interrupt).
     """
-    if not isinstance(audio, AudioCondition):
-        raise InvalidInputError(
-            "audio must be an AudioCondition (from avsync_core.audio.encode_audio_condition), "
-            f"got {type(audio).__name__}."
-        )
+    branches = checked_branches(audio, steps, audio_scale, text_scale, null_text)
     frames = audio.frames
     if frames < 2:
         raise InvalidInputError(f"AVSyncD animates at least 2 frames (frame 0 is the given image); got {frames}.")
-    if steps < 1:
-        raise InvalidInputError(f"steps must be at least 1, got {steps}.")
-    branches = guidance_branches(audio_scale, text_scale)
-    if any(not br.text for br in branches) and null_text is None:
-        raise InvalidInputError("text guidance above 1 needs the null (empty-prompt) text encoding.")
     seed = fresh_seed() if seed is None else seed
     device, dtype = unet.device, unet.dtype
     first = _batch_of("first_frame_latents", first_frame_latents, 4).to(device, dtype)
