@@ -38,7 +38,10 @@ def main() -> int:
         return 2
     models = soak_session.write_models(args.models)
     shots = soak_session.studio_day(args.rounds)
-    with tempfile.TemporaryDirectory(prefix="avsync-soak-") as work, comfy_host.ComfyServer(plugin=True) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="avsync-soak-") as work,
+        comfy_host.ComfyServer(plugin=True, env=soak_session.SERVER_ENV) as server,
+    ):
         work = Path(work)
         sounds = soak_session.write_sounds(work / "sounds")
         session = soak_session.Session(server, models, sounds, comfy_host.write_image(work / "first_frame.png"))

@@ -182,7 +182,9 @@ class AVSyncImageBindLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, encoder_name: str):
-        return model_paths.check_choice(model_paths.IMAGEBIND_FOLDER, encoder_name, model_paths.imagebind_choices())
+        return model_paths.check_choice(
+            "encoder_name", model_paths.IMAGEBIND_FOLDER, encoder_name, model_paths.imagebind_choices()
+        )
 
     def load(self, encoder_name: str):
         """Built from comfy.ops.manual_cast layers, which cast per call, so ComfyUI can stream the encoder in

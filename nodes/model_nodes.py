@@ -42,7 +42,9 @@ class AVSyncMotionModuleLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, motion_module: str):
-        return model_paths.check_choice(model_paths.MOTION_FOLDER, motion_module, model_paths.motion_choices())
+        return model_paths.check_choice(
+            "motion_module", model_paths.MOTION_FOLDER, motion_module, model_paths.motion_choices()
+        )
 
     def load(self, motion_module: str):
         """One copy, in the dtype ComfyUI stores UNet weights in, built from comfy.ops.manual_cast layers: they

@@ -142,13 +142,13 @@ def classifier_choices() -> list[str]:
     return list(folders) + files or [placeholder(CLASSIFIER_FOLDER)]
 
 
-def check_choice(folder: str, choice: str, choices: list[str]) -> bool | str:
+def check_choice(name: str, folder: str, choice: str, choices: list[str]) -> bool | str:
     """A loader's VALIDATE_INPUTS: True for a listed entry, else what to put where. ComfyUI's own check would
     only say "Value not in list" for a shared workflow's model that is not installed yet (an official checkpoint
-    folder cannot be named in a workflow's model list, so the page cannot tell either)."""
+    folder cannot be named in a workflow's model list, so the page cannot tell either). ``name`` is the input's."""
     if choice in choices:
         return True
-    return f"'{choice}' is not in models/{folder}. {HELP[folder]}."
+    return f"{name}: '{choice}' is not in models/{folder}. {HELP[folder]}."
 
 
 def resolve(folder: str, choice: str) -> Path:

@@ -5,13 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-# The browser tests drive Debian's Chromium (playwright's own browser download is not used).
-if ! command -v chromium >/dev/null 2>&1; then
+# System tools the tests drive: Debian's Chromium for the browser tests (playwright's own browser download is not
+# used), espeak-ng and sox for the sounds of the soak test (tests/test_soak.py).
+MISSING=()
+for tool in chromium espeak-ng sox; do
+    command -v "$tool" >/dev/null 2>&1 || MISSING+=("$tool")
+done
+if [ "${#MISSING[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "Installing Chromium for the browser tests"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        echo "Installing ${MISSING[*]} for the tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${MISSING[@]}" >/dev/null
     else
-        echo "Chromium not found and not root: install it (apt-get install chromium) to run the browser tests"
+        echo "Not found and not root: install them (apt-get install ${MISSING[*]}) to run the browser and soak tests"
     fi
 fi
 rm -rf "$VENV"

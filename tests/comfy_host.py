@@ -518,7 +518,8 @@ class ComfyServer:
 
     `plugin=True` links the repository into custom_nodes/ as `comfyui-avsync` and makes start() fail when
     ComfyUI reports that it could not import it; `plugin=False` leaves it out. `custom_nodes` links more
-    node packs (name -> folder or .py file); ComfyUI logs their import failures, see import_failures().
+    node packs (name -> folder or .py file); ComfyUI logs their import failures, see import_failures(). `env`
+    adds environment variables for the server process.
     """
 
     MODEL_FOLDERS = (
@@ -542,6 +543,7 @@ class ComfyServer:
         custom_nodes: Mapping[str, Path] | None = None,
         extra_args: tuple[str, ...] = (),
         root: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ):
         self.root = root or require_comfyui()
         self.plugin = plugin
@@ -549,6 +551,7 @@ class ComfyServer:
         self.boot_timeout = boot_timeout
         self.extra_model_paths = extra_model_paths
         self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})
         self.base_dir: Path | None = None
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
@@ -647,6 +650,7 @@ class ComfyServer:
     def _launch(self) -> None:
         self.port = _free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", TQDM_DISABLE="1")
+        env.update(self.env)
         pins = host_pins(self.root)
         if pins is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pins), env.get("PYTHONPATH")]))

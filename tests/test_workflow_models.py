@@ -111,11 +111,12 @@ def test_a_missing_official_folder_is_refused_before_running_with_what_to_put_wh
         (error,) = comfy_validation("AVSyncMotionModuleLoader", {"motion_module": placeholder})
         message = error["details"]
         assert error["type"] == "custom_validation_failed"
-        assert f"'{placeholder}' is not in models/avsyncd." in message
+        assert f"motion_module: '{placeholder}' is not in models/avsyncd." in message
         assert "lzhangbj/ASVA" in message and "checkpoint-37000/modules" in message
         assert "ComfyUI/models/avsyncd/avsync15" in message
         (error,) = comfy_validation("AVSyncImageBindLoader", {"encoder_name": "imagebind_huge.pth"})
         assert "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth" in error["details"]
+        assert "encoder_name: 'imagebind_huge.pth' is not in models/imagebind." in error["details"]
 
         (tmp_path / "avsyncd").mkdir()
         (tmp_path / "avsyncd" / "avsync15").symlink_to(official_tiny_c, target_is_directory=True)
@@ -124,5 +125,8 @@ def test_a_missing_official_folder_is_refused_before_running_with_what_to_put_wh
         assert comfy_validation("AVSyncMotionModuleLoader", {"motion_module": placeholder}) == [], "put as told: ok"
         assert comfy_validation("AVSyncImageBindLoader", {"encoder_name": "imagebind_huge.pth"}) == []
         assert isinstance(
-            model_paths.check_choice("avsyncd", "other [AVSyncD folder]", model_paths.motion_choices()), str
+            model_paths.check_choice(
+                "motion_module", "avsyncd", "other [AVSyncD folder]", model_paths.motion_choices()
+            ),
+            str,
         )
