@@ -145,6 +145,8 @@ def test_bad_overlap_fuse_and_windows_are_refused():
         fuse_weights("relative", list(range(12)), 34, 4)
     with pytest.raises(InvalidInputError, match="consecutive"):
         window_start([0, 1, 2, 4], 10, 4)
+    with pytest.raises(InvalidInputError, match="frame 0 of its video"):
+        window_start([1, 2, 3, 4], 10, 4)  # a window without the picture
     assert unet_frames_factor(12, 4) == pytest.approx(11 / 7)
 
 
