@@ -358,19 +358,24 @@ def test_a_file_that_is_not_sound_gets_a_clear_error_and_the_server_keeps_servin
 
 
 def run_in_page(page: Page, server, request, timeout: float = 240) -> dict:
-    """Press the page's Run button and wait for the run; its history entry (raises with the node's error)."""
-    before = set(server.get_json("/history"))
+    """Press the page's Run button and wait for the run; its history entry (raises with the node's error).
+    The server answers slowly while it samples on a loaded machine, so each poll may take up to two minutes."""
+
+    def history() -> set[str]:
+        return set(server.get_json("/history", timeout=120))
+
+    before = history()
     page.page.locator("[data-testid='queue-button']").first.click()
     started = time.monotonic()
     deadline = started + timeout
-    while not (set(server.get_json("/history")) - before):
+    while not (history() - before):
         assert time.monotonic() < deadline, f"no run finished; page errors {page.take_errors()}\n{server.log_tail(60)}"
-        queue = server.get_json("/queue")
+        queue = server.get_json("/queue", timeout=120)
         idle = not queue["queue_running"] and not queue["queue_pending"]
-        if idle and time.monotonic() > started + 15 and not set(server.get_json("/history")) - before:
+        if idle and time.monotonic() > started + 15 and not history() - before:
             pytest.fail(f"Run queued nothing: {page.take_errors()}\n{server.log_tail(60)}")
         time.sleep(1)
-    (prompt_id,) = set(server.get_json("/history")) - before
+    (prompt_id,) = history() - before
     entry = server.wait_for(prompt_id, timeout=30)  # raises with the node's error if the run failed
     took = re.findall(r"Prompt executed in ([\d.]+ \w+)", server.log_text())
     if took:
@@ -471,7 +476,7 @@ def test_the_whole_song_workflow_runs_in_context_windows_and_the_sampler_shows_t
         "() => app.graph._nodes.find(n => n.type === 'AVSyncSampler').widgets.find(w => w.name === 'long_sound').value"
     )
     assert long_sound == "context", "the shipped workflow samples in context windows"
-    entry = run_in_page(page, server, request)
+    entry = run_in_page(page, server, request, timeout=600)  # 4 windows: about 1 min on a free 2-core machine
 
     clips = clip_windows(SONG_SECONDS, FRAMES, FPS)
     total = 1 + len(clips) * (FRAMES - 1)
