@@ -34,6 +34,8 @@ class _AnchoredHandler(comfy.context_windows.IndexListContextHandler):
     timestep has one entry per frame, which the host's step lookup cannot compare with the schedule (it fails
     with a size mismatch). All frames share the step's sigma."""
 
+    schedules: list[list[list[int]]]  # every different schedule the run used, in order (for the node's picture)
+
     def set_step(self, timestep, model_options):
         super().set_step(timestep.reshape(-1)[:1], model_options)
 
@@ -78,14 +80,18 @@ def anchored_handler(handler, total_frames: int, frames: int):
     inner = copy.copy(handler)  # the user's schedule, run over the new frames with windows of F - 1 of them
     inner.context_length = frames - 1
     overlap, fuse = handler.context_overlap, handler.fuse_method.name
+    schedules = []
 
     def schedule(num_frames: int, outer, model_options: dict) -> list[list[int]]:
         inner._step = outer._step
         new = handler.context_schedule.func(total_frames - 1, inner, model_options)
         try:
-            return anchored_windows(new, total_frames, frames, num_frames // total_frames)
+            windows = anchored_windows(new, total_frames, frames, num_frames // total_frames)
         except InvalidInputError as err:
             raise AVSyncError(f"'{NODE}': {err}") from None
+        if windows not in schedules:
+            schedules.append(windows)
+        return windows
 
     def weights(length: int, idxs: list[int], **_host_args) -> list[float]:
         video = idxs[0] // total_frames
@@ -101,6 +107,7 @@ def anchored_handler(handler, total_frames: int, frames: int):
         dim=0,
     )
     anchored.callbacks = handler.callbacks
+    anchored.schedules = schedules
     return anchored
 
 

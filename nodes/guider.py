@@ -54,6 +54,7 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         self.window = window
         self.run: SamplingRun | ContextRun | None = None
         self.context_handler = None  # the anchored handler of a context-window run, None for one clip
+        self.context_schedules: list[list[list[int]]] = []  # the windows of the last run's steps (none for one clip)
 
     def set_conds(self, positive, negative=None) -> None:
         if any(not b.text for b in self.branches) and not negative:
@@ -105,9 +106,11 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
         first = latent_image.view(-1, total if context else frames, *latent_image.shape[1:])[:, 0]
         first = self.inner_model.process_latent_in(first.to(device))
         branch_audio = [b.audio for b in self.branches]
+        self.context_schedules = []
         if context:
             self.run = ContextRun(self.audio, first, tuple(branch_audio))
             self.context_handler = anchored_handler(handler, total, frames)
+            self.context_schedules = self.context_handler.schedules
         else:
             self.run = SamplingRun.for_window(self.audio, self.window, first, branch_audio)
         try:

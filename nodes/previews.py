@@ -1,4 +1,5 @@
-"""Pictures nodes show in the page (audio windows, sync plot): saved to the temp folder like core Preview Image."""
+"""Pictures nodes show in the page (audio windows, context windows, sync plot): saved to the temp folder like core
+Preview Image."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 
 from ..avsync_core.audio import AudioCondition, Waveform
 from ..avsync_core.audio.preview import render_frame_preview
+from ..avsync_core.sampling.context_preview import render_context_preview
 
 
 def frame_preview_image(waveform: Waveform, condition: AudioCondition) -> torch.Tensor:
@@ -13,6 +15,14 @@ def frame_preview_image(waveform: Waveform, condition: AudioCondition) -> torch.
     pixels = render_frame_preview(
         waveform, condition.windows, condition.frames, condition.fps, condition.start_tokens is not None
     )
+    return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
+
+
+def context_preview_image(
+    audio: AudioCondition, windows: list[list[int]], fuse: str, overlap: int, note: str = ""
+) -> torch.Tensor:
+    """(1, H, W, 3) float IMAGE of a context-window schedule (avsync_core.sampling.context_preview)."""
+    pixels = render_context_preview(audio, windows, fuse, overlap, note)
     return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
 
 

@@ -23,6 +23,7 @@ from .context_windows import NODE as CONTEXT_NODE
 from .context_windows import context_handler, with_context_windows
 from .guider import AVSyncCFGGuider
 from .official_sampling import OFFICIAL_SAMPLER_NAMES, check_official_denoise, sampler_and_sigmas
+from .previews import context_preview_image, save_preview
 from .types import AUDIO_CONDITION, CATEGORY
 from .validation import check_widgets, verdict
 
@@ -215,7 +216,9 @@ class AVSyncSampler:
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
             seed=seed,
         )
-        return ({"samples": out.to(comfy.model_management.intermediate_device())},)
+        result = ({"samples": out.to(comfy.model_management.intermediate_device())},)
+        preview = _context_preview(model, avsync_audio, guider.context_schedules)
+        return result if preview is None else {"ui": save_preview(preview, "AVSyncContextWindows"), "result": result}
 
     def _chain(
         self,
@@ -252,6 +255,18 @@ class AVSyncSampler:
 
         chained = sample_chained_clips(avsync_audio, first, sample_clip, seed)
         return ({"samples": chained.reshape(-1, *chained.shape[2:])},)
+
+
+def _context_preview(model, audio: AudioCondition, schedules: list[list[list[int]]]) -> torch.Tensor | None:
+    """The picture of the windows the run used (its first step's; schedules such as standard_uniform move them),
+    with the handler's overlap and fuse method; None for one clip, or audio not from Encode Audio (no clips)."""
+    if not schedules or not audio.windows:
+        return None
+    handler = context_handler(model.model_options)
+    note = ""
+    if len(schedules) > 1:
+        note = f"first step's windows shown ({handler.context_schedule.name} moved them: {len(schedules)} schedules)"
+    return context_preview_image(audio, schedules[0], handler.fuse_method.name, handler.context_overlap, note)
 
 
 def _progress(model, steps: int, windows: int, frames: int):

@@ -5,8 +5,9 @@
 
 Page pictures are the screenshots tests/test_browser.py takes in ComfyUI's page (outputs/browser_screenshots/;
 the server has small random models, so the rendered video is noise); they are downscaled and quantised to small
-PNGs. The two library pictures are drawn by the same functions the nodes use: the per-frame audio preview of a 5 s
-sound (AVSync Encode Audio with max_windows 0) and the synchronisation plot (AVSync Sync Score) of a synthetic clip
+PNGs. The library pictures are drawn by the same functions the nodes use: the per-frame audio preview of a 5 s
+sound (AVSync Encode Audio with max_windows 0), the context windows of a 12 s sound (the AVSync Sampler with
+long_sound = context, overlap 4, pyramid) and the synchronisation plot (AVSync Sync Score) of a synthetic clip
 whose square flashes on each click, scored by AV-Align. The ComfyUI checkout is COMFYUI_PATH, else /opt/ComfyUI.
 """
 
@@ -68,10 +69,12 @@ def page_pictures() -> None:
 
 def library_pictures() -> None:
     sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the checkout's library and its test helpers
-    from avsync_core.audio import Waveform, clip_windows
+    from avsync_core.audio import AudioCondition, Waveform, clip_windows
     from avsync_core.audio.preview import render_frame_preview
     from avsync_core.evaluation.av_align import av_align_file
     from avsync_core.evaluation.plot import render_sync_plot
+    from avsync_core.sampling.context import context_schedule
+    from avsync_core.sampling.context_preview import render_context_preview
     from synthetic_av import click_sound, default_click_times, write_click_flash_video
 
     seconds, rate = 5.0, 16000
@@ -79,6 +82,11 @@ def library_pictures() -> None:
     windows = clip_windows(seconds, 12, 6.0)
     pixels = render_frame_preview(Waveform(torch.from_numpy(sound)[None], rate), windows, 12, 6.0)
     save_small(Image.fromarray(pixels), "encode_audio_long_sound_preview")
+
+    clips = clip_windows(12.0, 12, 6.0)  # the picture needs the clips only; the tokens are placeholders
+    song = AudioCondition(torch.zeros(len(clips), 1, 1), torch.zeros(1, 1, 1), torch.zeros(12, 1), 12, 6.0, clips)
+    windows = context_schedule(song.total_frames, 12, 4)
+    save_small(Image.fromarray(render_context_preview(song, windows, "pyramid", 4)), "sampler_context_windows")
 
     with tempfile.TemporaryDirectory() as folder:
         clip = Path(folder, "clicks_and_flashes.mp4")

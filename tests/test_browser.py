@@ -33,8 +33,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.host, pytest.mark.slow]
 
 WORKFLOWS = sorted((comfy_host.REPO_ROOT / "workflows").glob("*.json"))
 MAIN = comfy_host.REPO_ROOT / "workflows" / "avsync_image_audio_to_video.json"
+WHOLE_SONG = comfy_host.REPO_ROOT / "workflows" / "avsync_whole_song.json"
 SCREENSHOTS = comfy_host.REPO_ROOT / "outputs" / "browser_screenshots"
 FRAMES, FPS, SIZE, STEPS, SOUND_SECONDS = 4, 2.0, 64, 1, 2.0  # 4 frames at 2 fps: one 2 s clip, as trained
+SONG_SECONDS, OVERLAP = 5.0, 1  # the whole-song run: 3 clips, 10 frames, 4 context windows of 3 new frames
 VIEWPORT = {"width": 1920, "height": 1080}
 
 
@@ -104,6 +106,7 @@ def server(chromium, tmp_path_factory, browser_page):
             encoder=running.add_model("imagebind", write_small_imagebind(work / "imagebind_768_1block.safetensors")),
             image=running.upload_input(write_image(work / "browser_first_frame.png")),
             sound=write_clicks(work / "browser_clicks.wav", seconds=SOUND_SECONDS),  # uploaded through the page
+            song=running.upload_input(write_clicks(work / "browser_song.wav", seconds=SONG_SECONDS)),
             not_sound=work / "notes.txt",
         )
         running.files.not_sound.write_text("These are notes, not a sound.\n")
@@ -226,6 +229,18 @@ class Page:
             "app.graph._nodes.find(n => n.type === 'AVSyncLoadAudio').widgets.find(w => w.name === 'audioUI').element"
         )
 
+    def shows_image(self, node_type: str, filename: str) -> bool:
+        """Whether the node shows the picture `filename` (a `ui` image): loaded into the node's images, which the
+        classic renderer draws on the canvas, or with Nodes 2.0 an image element inside the node."""
+        if self.nodes2:
+            image = self.node_element(node_type).locator(f"img[src*='{filename}']")
+            return image.count() > 0 and image.first.is_visible() and image.first.evaluate("i => i.naturalWidth") > 0
+        return self.js(
+            """([t, name]) => (app.graph._nodes.find(n => n.type === t).imgs ?? [])
+            .some(i => i.src.includes(name) && i.complete && i.naturalWidth > 0)""",
+            [node_type, filename],
+        )
+
     def hint_shown(self, node_type: str, text: str) -> bool:
         """Whether the node shows `text` itself: web/avsync.js adds the hint to the node as a page element
         (`.avsync-hint`), inside the node's element with Nodes 2.0 and over the canvas in the classic renderer."""
@@ -342,6 +357,32 @@ def test_a_file_that_is_not_sound_gets_a_clear_error_and_the_server_keeps_servin
     )  # a playable choice clears the message
 
 
+def run_in_page(page: Page, server, request, timeout: float = 240) -> dict:
+    """Press the page's Run button and wait for the run; its history entry (raises with the node's error).
+    The server answers slowly while it samples on a loaded machine, so each poll may take up to two minutes."""
+
+    def history() -> set[str]:
+        return set(server.get_json("/history", timeout=120))
+
+    before = history()
+    page.page.locator("[data-testid='queue-button']").first.click()
+    started = time.monotonic()
+    deadline = started + timeout
+    while not (history() - before):
+        assert time.monotonic() < deadline, f"no run finished; page errors {page.take_errors()}\n{server.log_tail(60)}"
+        queue = server.get_json("/queue", timeout=120)
+        idle = not queue["queue_running"] and not queue["queue_pending"]
+        if idle and time.monotonic() > started + 15 and not history() - before:
+            pytest.fail(f"Run queued nothing: {page.take_errors()}\n{server.log_tail(60)}")
+        time.sleep(1)
+    (prompt_id,) = history() - before
+    entry = server.wait_for(prompt_id, timeout=30)  # raises with the node's error if the run failed
+    took = re.findall(r"Prompt executed in ([\d.]+ \w+)", server.log_text())
+    if took:
+        say(request, f"the workflow ran in the page in {took[-1]}")
+    return entry
+
+
 def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, server, request):
     from avsync_core.audio import clip_windows
     from avsync_core.audio.preview import band_colour, padding_colour, preview_layout
@@ -365,22 +406,8 @@ def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, s
         ("AVSyncLoadAudio", "audio", files.sound.name),
     ]:
         page.set_widget(node_type, name, value)
-    before = set(server.get_json("/history"))
-    page.page.locator("[data-testid='queue-button']").first.click()
+    run_in_page(page, server, request)
     save_video, encode = page.node_id("SaveVideo"), page.node_id("AVSyncEncodeAudio")
-    deadline = time.monotonic() + 240
-    while not (set(server.get_json("/history")) - before):
-        assert time.monotonic() < deadline, f"no run finished; page errors {page.take_errors()}\n{server.log_tail(60)}"
-        queue = server.get_json("/queue")
-        idle = not queue["queue_running"] and not queue["queue_pending"]
-        if idle and time.monotonic() > deadline - 225 and not set(server.get_json("/history")) - before:
-            pytest.fail(f"Run queued nothing: {page.take_errors()}\n{server.log_tail(60)}")
-        time.sleep(1)
-    (prompt_id,) = set(server.get_json("/history")) - before
-    server.wait_for(prompt_id, timeout=30)  # raises with the node's error if the run failed
-    took = re.findall(r"Prompt executed in ([\d.]+ \w+)", server.log_text())
-    if took:
-        say(request, f"the workflow ran in the page in {took[-1]}")
     page.fit()  # Save Video's player is created once the node is on screen
     page.page.locator("video[src*='avsync']").first.wait_for(state="attached", timeout=30_000)
     page.page.wait_for_function(
@@ -415,4 +442,83 @@ def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, s
     rendered, title_height = page.rendered_workflow()
     boxes = node_boxes(rendered, title_height)
     assert overlapping_pairs(boxes) == [] and group_problems(rendered, boxes) == []
+    assert page.take_errors() == []
+
+
+def test_the_whole_song_workflow_runs_in_context_windows_and_the_sampler_shows_them(page, server, request):
+    import av
+    import torch
+
+    from avsync_core.audio import AudioCondition, clip_windows
+    from avsync_core.audio.preview import band_colour
+    from avsync_core.sampling.context import context_schedule
+    from avsync_core.sampling.context_preview import context_layout, window_spans
+
+    files = server.files
+    page.load(json.loads(WHOLE_SONG.read_text()))
+    assert page.take_errors() == []
+    for node_type, name, value in [
+        ("CheckpointLoaderSimple", "ckpt_name", files.ckpt),
+        ("AVSyncMotionModuleLoader", "motion_module", files.motion),
+        ("AVSyncImageBindLoader", "encoder_name", files.encoder),
+        ("LoadImage", "image", files.image),
+        ("ImageScale", "width", SIZE),
+        ("ImageScale", "height", SIZE),
+        ("AVSyncEncodeAudio", "frames", FRAMES),
+        ("AVSyncEncodeAudio", "fps", FPS),
+        ("CreateVideo", "fps", FPS),
+        ("AVSyncSampler", "steps", STEPS),
+        ("AVSyncSampler", "overlap", OVERLAP),
+        ("AVSyncLoadAudio", "audio", files.song),
+    ]:
+        page.set_widget(node_type, name, value)
+    long_sound = page.js(
+        "() => app.graph._nodes.find(n => n.type === 'AVSyncSampler').widgets.find(w => w.name === 'long_sound').value"
+    )
+    assert long_sound == "context", "the shipped workflow samples in context windows"
+    entry = run_in_page(page, server, request, timeout=600)  # 4 windows: about 1 min on a free 2-core machine
+
+    clips = clip_windows(SONG_SECONDS, FRAMES, FPS)
+    total = 1 + len(clips) * (FRAMES - 1)
+    (video,) = [p for p in server.output_files(entry) if p.suffix == ".mp4"]
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == total, "one video frame per frame of the whole sound"
+
+    sampler = page.node_id("AVSyncSampler")
+    outputs = page.js("(id) => app.nodeOutputs[String(id)] ?? null", sampler)
+    assert outputs and len(outputs["images"]) == 1, outputs
+    shown = outputs["images"][0]
+    page.fit([sampler])
+    page.page.wait_for_timeout(500)
+    deadline = time.monotonic() + 20
+    while not page.shows_image("AVSyncSampler", shown["filename"]):
+        assert time.monotonic() < deadline, "the sampler does not show its context-window picture"
+        page.page.wait_for_timeout(250)
+    page.screenshot("08_whole_song_sampler_context_windows")
+    page.fit()
+    page.screenshot("09_whole_song_after_run")
+
+    response = page.page.request.get(
+        f"{server.url}/api/view?filename={shown['filename']}&type={shown['type']}&subfolder={shown['subfolder']}"
+    )
+    assert response.ok
+    image = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+    audio = AudioCondition(torch.zeros(len(clips), 1, 1), None, None, FRAMES, FPS, clips)  # clips count here
+    windows = context_schedule(total, FRAMES, OVERLAP)
+    layout = context_layout(audio, window_spans(audio, windows))
+    assert image.shape == (layout.height, layout.width, 3)
+    bars = []
+    for k, window in enumerate(windows):  # each window's frame bar, read back at its frames
+        top, bottom = layout.frame_rows(k)
+        hit = np.all(image[(top + bottom) // 2] == band_colour(k), axis=1).astype(np.int8)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], hit, [0]])))
+        bars.append(list(zip(edges[::2].tolist(), edges[1::2].tolist())))
+    expected = [[(layout.frame_columns(w[1])[0], layout.frame_columns(w[-1])[1])] for w in windows]
+    assert bars == expected, f"{len(windows)} windows at frames {[(w[1], w[-1]) for w in windows]}"
+
+    rendered, title_height = page.rendered_workflow()  # the picture fits the sampler's room in the layout
+    boxes = node_boxes(rendered, title_height)
+    assert overlapping_pairs(boxes) == [] and group_problems(rendered, boxes) == [], [
+        n for n in rendered["nodes"] if n["type"] == "AVSyncSampler"
+    ]
     assert page.take_errors() == []

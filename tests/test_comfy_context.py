@@ -7,10 +7,13 @@ module, 4-frame clips; the audio has three clips and distinct tokens for every s
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import comfy_host
 from conftest import golden_dir, load_golden
@@ -27,6 +30,7 @@ KEY = "avsync-test-windows"
 def setup(official_tiny_c):
     comfy_host.import_comfy()
     comfy_host.load_plugin_package()
+    from comfyui_avsync.avsync_core.audio import clip_windows
     from comfyui_avsync.avsync_core.audio.condition import AudioCondition
     from comfyui_avsync.avsync_core.model.motion_files import load_motion_module
     from comfyui_avsync.nodes.patching import apply_avsync
@@ -42,8 +46,9 @@ def setup(official_tiny_c):
 
     def condition(clips: int) -> AudioCondition:
         rows = start_tokens[: 1 + (clips - 1) * (FRAMES - 1)]
+        windows = clip_windows((clips * (FRAMES - 1) + 1) / 2.0, FRAMES, 2.0)  # a sound of `clips` clips
         return AudioCondition(
-            rows[:: FRAMES - 1], t["in.null_audio_tokens"], masks, FRAMES, 2.0, start_tokens=rows.contiguous()
+            rows[:: FRAMES - 1], t["in.null_audio_tokens"], masks, FRAMES, 2.0, windows, rows.contiguous()
         )
 
     return SimpleNamespace(
@@ -63,10 +68,16 @@ def core_context_windows(model, length=FRAMES, overlap=1, schedule="standard_sta
 
 
 def sample(setup, model, audio=None, **options):
+    out = sampler_output(setup, model, audio, **options)
+    return (out["result"] if isinstance(out, dict) else out)[0]["samples"]
+
+
+def sampler_output(setup, model, audio=None, **options):
+    """What the AVSync Sampler returns to ComfyUI: its outputs, or a dict of them and what the page shows."""
     from comfyui_avsync.nodes.sampling_nodes import AVSyncSampler
 
     with torch.inference_mode():
-        out = AVSyncSampler().sample(
+        return AVSyncSampler().sample(
             model,
             setup.positive,
             setup.negative,
@@ -81,16 +92,18 @@ def sample(setup, model, audio=None, **options):
             first_latent=setup.first,
             **options,
         )
-    return out[0]["samples"]
 
 
-def recording(model):
-    """A clone recording, for every model call, the latent rows of its context window and the audio it hears."""
+def recording(model, steps: list | None = None):
+    """A clone recording, for every model call, the latent rows of its context window and the audio it hears (and
+    into ``steps`` its timestep)."""
     import comfy.patcher_extension
 
     calls = []
 
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        if steps is not None:
+            steps.append(float(timesteps.reshape(-1)[0]))
         window = transformer_options.get("context_window")
         run = transformer_options["avsync_run"].in_window(None if window is None else window.index_list)
         calls.append((None if window is None else list(window.index_list), run.tokens.clone(), x.shape[0]))
@@ -172,3 +185,49 @@ def test_bad_overlap_on_the_sampler_is_a_clear_error(setup):
 
     with pytest.raises(InvalidInputError, match="overlap must be a whole number from 0 to 2"):
         sample(setup, setup.model, long_sound="context", overlap=3)
+
+
+def shown(out) -> np.ndarray:
+    """The one picture the node shows in the page, as the page loads it from the temp folder."""
+    import folder_paths
+
+    (image,) = out["ui"]["images"]
+    assert image["type"] == "temp"
+    path = Path(folder_paths.get_temp_directory()) / image["subfolder"] / image["filename"]
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("overlap, fuse", [(1, "pyramid"), (2, "overlap-linear")])
+def test_the_sampler_shows_the_context_windows_it_ran(setup, overlap, fuse):
+    from comfyui_avsync.avsync_core.sampling.context import context_schedule
+    from comfyui_avsync.avsync_core.sampling.context_preview import render_context_preview
+
+    model, calls = recording(setup.model)
+    out = sampler_output(setup, model, long_sound="context", overlap=overlap, fuse_method=fuse)
+    windows = context_schedule(setup.audio.total_frames, FRAMES, overlap)
+    assert [rows for rows, _, _ in calls] == windows * STEPS
+    assert np.array_equal(shown(out), render_context_preview(setup.audio, windows, fuse, overlap))
+    assert torch.equal(
+        out["result"][0]["samples"], sample(setup, setup.model, long_sound="context", overlap=overlap, fuse_method=fuse)
+    )
+    chained = sampler_output(setup, setup.model, long_sound="chain")
+    assert isinstance(chained, tuple), "chained clips have no context windows to show"
+    one_clip = sampler_output(setup, setup.model, audio=setup.one_clip, long_sound="context", overlap=overlap)
+    assert isinstance(one_clip, tuple), "a sound of one clip is one clip, no windows"
+
+
+def test_with_core_node_the_sampler_shows_the_first_steps_windows_and_says_the_schedule_moved_them(setup):
+    from comfyui_avsync.avsync_core.sampling.context_preview import render_context_preview
+
+    steps = []
+    model, calls = recording(
+        core_context_windows(setup.model, overlap=1, schedule="standard_uniform", fuse="flat"), steps
+    )
+    out = sampler_output(setup, model)
+    per_step = {}
+    for (rows, _, _), step in zip(calls, steps):
+        per_step.setdefault(step, []).append(rows)
+    schedules = list(per_step.values())
+    assert len(schedules) == STEPS and schedules[0] != schedules[1], "standard_uniform moves the windows"
+    note = f"first step's windows shown (standard_uniform moved them: {STEPS} schedules)"
+    assert np.array_equal(shown(out), render_context_preview(setup.audio, schedules[0], "flat", 1, note))

@@ -8,6 +8,7 @@ from avsync_core.audio import AudioCondition
 from avsync_core.sampling import make_scheduler, sample_context_video_latents, sample_video_latents
 from avsync_core.sampling.context import (
     FUSE_METHODS,
+    anchored_windows,
     check_overlap,
     context_schedule,
     fuse_weights,
@@ -144,7 +145,19 @@ def test_bad_overlap_fuse_and_windows_are_refused():
         fuse_weights("relative", list(range(12)), 34, 4)
     with pytest.raises(InvalidInputError, match="consecutive"):
         window_start([0, 1, 2, 4], 10, 4)
+    with pytest.raises(InvalidInputError, match="frame 0 of its video"):
+        window_start([1, 2, 3, 4], 10, 4)  # a window without the picture
     assert unet_frames_factor(12, 4) == pytest.approx(11 / 7)
+
+
+def test_a_window_of_another_length_than_the_clip_is_refused():
+    with pytest.raises(InvalidInputError, match="needs 3 consecutive new frames per window"):
+        anchored_windows([[0, 1]], 10, 4)  # 2 new frames: a 4-frame clip holds the picture + 3
+    with pytest.raises(InvalidInputError, match="needs 3 consecutive new frames per window"):
+        anchored_windows([[0, 1, 2, 3]], 10, 4)
+    with pytest.raises(InvalidInputError, match="frame 0 of its video and 3 consecutive new frames"):
+        window_start([0, 1, 2], 10, 4)
+    assert anchored_windows([[0, 1, 2]], 10, 4) == [[0, 1, 2, 3]] and window_start([0, 1, 2, 3], 10, 4) == (0, 0)
 
 
 def test_a_start_between_clips_needs_every_start_encoded(golden_inputs):
