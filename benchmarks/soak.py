@@ -3,7 +3,8 @@ mid-sampling, plus hostile prompts; one line per prompt (seconds, server RSS, VR
 
     python benchmarks/soak.py --rounds 3 --models /tmp/avsync-soak-models
 
-The server runs ComfyUI's main.py from COMFYUI_PATH (else /opt/ComfyUI) on the CPU with this pack. Models are
+The server runs the main.py of a test host (docs/test-hosts.md: the newest by default, --host to pick another) on
+the CPU with this pack. Models are
 random full-size SD1.5 files (written once into --models, about 5.5 GB); sounds are made with espeak-ng and sox.
 The shorter version with assertions is tests/test_soak.py; docs/soak.md explains the numbers.
 """
@@ -20,6 +21,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests"), str(Path(__f
 import soak_session  # noqa: E402
 
 import comfy_host  # noqa: E402
+import host_matrix  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the 13 variations (3 -> 44 good prompts)")
     parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "avsync-soak-models",
                         help="folder for the random models; kept and reused between runs")  # fmt: skip
+    parser.add_argument("--host", help="the test host to run, e.g. comfyui-0.3.52 (default: the newest)")
     return parser
 
 
@@ -36,6 +39,14 @@ def main() -> int:
     if args.rounds < 1:
         print("soak: --rounds must be 1 or more", file=sys.stderr)
         return 2
+    found = {h.name: h for h in host_matrix.hosts()}
+    if not found or (args.host and args.host not in found):
+        print(f"soak: no test host {args.host or ''} (found: {sorted(found) or 'none'}); run scripts/setup_env.sh",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    host = found[args.host] if args.host else host_matrix.hosts()[0]
+    comfy_host.select_host(host.root)
+    print(f"host {host.name} ({host.root})", flush=True)
     models = soak_session.write_models(args.models)
     shots = soak_session.studio_day(args.rounds)
     with (
