@@ -63,6 +63,9 @@ def scoped_config(pyproject: str, tests: list[str]) -> str:
         "also_copy": ["__init__.py", "avsync_core", "configs", "assets", "web", "workflows"],
         "pytest_add_cli_args_test_selection": [*tests, "-m", "not sweep and not browser and not host"],
         "use_git_change_detection": False,
+        # mutmut's timeout is CPU time, 15 x the tests' measured durations + this; the measured durations leave out
+        # module fixtures (the procedural classifier takes ~16 s to build), so a killed-by-timeout would be a guess.
+        "timeout_constant": 120.0,
     }
     lines = [f"{key} = {json.dumps(value)}" for key, value in table.items()]
     return body + "\n\n[tool.mutmut]\n" + "\n".join(lines) + "\n"
