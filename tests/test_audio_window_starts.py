@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from avsync_core.audio import (
     start_windows,
     window_samples,
 )
+from avsync_core.errors import InvalidInputError
 from conftest import assert_close_rel, golden_dir, load_golden_json
 
 FRAMES, FPS = 4, 2.0  # 2 s clips, as every AVSyncD layout
@@ -47,6 +50,22 @@ def test_every_start_holds_the_chained_clips_windows_sample_for_sample(sound):
             clip.audio_seconds,
         )
         assert torch.equal(window_samples(sound, window), window_samples(sound, clip))
+
+
+def test_starts_of_a_short_tail_and_of_a_one_window_sound():
+    """2.5 s at 12 frames / 6 fps: two chained clips, the second with 0.67 s of sound; every start j is frame j,
+    with the sound left after j / 6 s (at most 2 s). A one-window sound has one start; no chain is refused."""
+    chain = clip_windows(2.5, 12, 6.0)
+    starts = start_windows(chain, 2.5, 6.0)
+    assert [(w.index, w.first_frame, w.frames, w.duration_seconds) for w in starts] == [
+        (j, j, 12, 2.0) for j in range(12)
+    ]
+    assert [w.audio_seconds for w in starts] == [min(2.0, 2.5 - j / 6.0) for j in range(12)]
+    assert starts[11] == dataclasses.replace(chain[1], index=11) and chain[1].audio_seconds < 1.0
+    (only,) = clip_windows(1.3)
+    assert start_windows([only], 1.3, 6.0) == [only]
+    with pytest.raises(InvalidInputError, match="needs the chained clip windows"):
+        start_windows([], 1.3, 6.0)
 
 
 def test_each_start_equals_a_direct_encoding_of_its_2_s(encoder, sound):

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from avsync_core.errors import InvalidInputError
-from avsync_core.evaluation import AVSyncClassifier, alignsync, audio_to_mel, avsync_scores, check_video, relsync
+from avsync_core.evaluation import (
+    AVSyncClassifier,
+    alignsync,
+    audio_to_mel,
+    avsync_scores,
+    check_video,
+    preprocess_video,
+    relsync,
+)
+from avsync_core.evaluation.metrics import _embed_mels, _embed_videos
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +69,8 @@ def test_relsync_needs_exactly_one_reference(classifier):
 def test_mels_and_batches(classifier):
     with pytest.raises(InvalidInputError, match=r"\(batch, 1, 128, 204\)"):
         avsync_scores(classifier, torch.zeros(1, 128, 204), _video())
-    with pytest.raises(InvalidInputError, match="2 video"):
-        avsync_scores(classifier, _mel(), _video(batch=2))
+    with pytest.raises(InvalidInputError, match=r"The batch has 2 video\(s\) but 3 mel\(s\)"):
+        avsync_scores(classifier, _mel(3), _video(batch=2))
     with pytest.raises(InvalidInputError, match=r"\(samples,\) or \(channels, samples\)"):
         audio_to_mel(torch.zeros(1, 1, 100), 16000)
 
@@ -72,3 +81,9 @@ def test_stereo_audio_is_averaged_before_the_mel():
     stereo = audio_to_mel(torch.stack([left, right]), 22050)
     assert torch.allclose(stereo, audio_to_mel((left + right) / 2, 22050))
     assert stereo.shape == (1, 128, 204)
+
+
+def test_inputs_are_moved_to_the_models_device(classifier):
+    """The classifier lives on the meta device here (a GPU in use): CPU mels and clips are moved to it."""
+    assert _embed_mels(classifier, _mel()).device.type == "meta"
+    assert _embed_videos(classifier, preprocess_video(_video())).device.type == "meta"

@@ -67,6 +67,12 @@ def test_avsync_score(g, classifier):
     assert_close_rel(avsync_scores(classifier, g["mel"], g["in.video"]), g["avsync_score"], REL, "avsync_score")
 
 
+def test_float64_inputs_are_scored_as_float32(g, classifier):
+    """Clips and mels in float64 (numpy's default) reach the float32 model as float32: the same score."""
+    scores = avsync_scores(classifier, g["mel"].double(), g["in.video"].double())
+    assert_close_rel(scores, g["avsync_score"], REL, "avsync_score from float64 inputs")
+
+
 def test_relsync_against_reference_audio(g, classifier):
     out = relsync(classifier, g["mel"], g["in.video"], ref_mel=g["ref_mel"])
     assert_close_rel(out, g["relsync_ref_audio"], REL, "relsync_ref_audio")

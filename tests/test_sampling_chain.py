@@ -1,5 +1,7 @@
 """Long audio in the library: clips chained on their shared frame, each with its own audio window and seed."""
 
+import re
+
 import pytest
 import torch
 
@@ -114,5 +116,18 @@ def test_a_clip_sampler_that_breaks_the_first_frame_is_refused(inputs):
         sample_chained_clips(inputs["audio"], first, short, seed=0)
     with pytest.raises(InvalidInputError, match="windows must be 1..3"):
         sample_chained_clips(inputs["audio"], first, short, seed=0, windows=4)
-    with pytest.raises(InvalidInputError, match="first_latents"):
+    with pytest.raises(InvalidInputError, match=re.escape(f"got {tuple(first[0].shape)}")):
         sample_chained_clips(inputs["audio"], first[0], short, seed=0)
+    with pytest.raises(InvalidInputError, match="first_latents must be .* got list"):
+        sample_chained_clips(inputs["audio"], first.tolist(), short, seed=0)
+
+
+def test_one_window_is_one_clip_and_the_window_count_must_be_a_whole_number(inputs):
+    def keep(request: ClipRequest) -> torch.Tensor:
+        return request.first_latents[:, None].expand(-1, FRAMES, -1, -1, -1)
+
+    out = sample_chained_clips(inputs["audio"], inputs["first"], keep, seed=0, windows=1)
+    assert out.shape[1] == FRAMES
+    for bad in (True, 2.0):
+        with pytest.raises(InvalidInputError, match="windows must be 1..3"):
+            sample_chained_clips(inputs["audio"], inputs["first"], keep, seed=0, windows=bad)
