@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         command = comfyui_command(root, base, args.listen, args.port, args.comfyui_args)
         print(f"Starting ComfyUI from {root} with this pack (base directory {base})", flush=True)
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Ctrl-C (SIGINT) stops it even when started where SIGINT is ignored, as in a shell's background job; a
+        # handled signal is reset to the default in ComfyUI's process, so its own Ctrl-C handling works too.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         env = dict(os.environ)
         pins = host_pins(root, HOSTS)
         if pins is not None:
