@@ -3,6 +3,7 @@ Preview Image."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..avsync_core.audio import AudioCondition, Waveform
@@ -12,17 +13,22 @@ from ..avsync_core.sampling.context_preview import render_context_preview
 
 def frame_preview_image(waveform: Waveform, condition: AudioCondition) -> torch.Tensor:
     """(1, H, W, 3) float IMAGE of what each frame hears (avsync_core.audio.preview)."""
-    pixels = render_frame_preview(
-        waveform, condition.windows, condition.frames, condition.fps, condition.start_tokens is not None
+    return _image(
+        render_frame_preview(
+            waveform, condition.windows, condition.frames, condition.fps, condition.start_tokens is not None
+        )
     )
-    return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
 
 
 def context_preview_image(
     audio: AudioCondition, windows: list[list[int]], fuse: str, overlap: int, note: str = ""
 ) -> torch.Tensor:
     """(1, H, W, 3) float IMAGE of a context-window schedule (avsync_core.sampling.context_preview)."""
-    pixels = render_context_preview(audio, windows, fuse, overlap, note)
+    return _image(render_context_preview(audio, windows, fuse, overlap, note))
+
+
+def _image(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 pixels as a (1, H, W, 3) float IMAGE."""
     return torch.from_numpy(pixels.copy()).float().div(255.0).unsqueeze(0)
 
 

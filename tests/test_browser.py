@@ -383,6 +383,29 @@ def run_in_page(page: Page, server, request, timeout: float = 240) -> dict:
     return entry
 
 
+def tiny_run_widgets(files) -> list[tuple[str, str, object]]:
+    """(node type, widget, value) that make a shipped workflow run on the tiny models at the tests' size."""
+    return [
+        ("CheckpointLoaderSimple", "ckpt_name", files.ckpt),
+        ("AVSyncMotionModuleLoader", "motion_module", files.motion),
+        ("AVSyncImageBindLoader", "encoder_name", files.encoder),
+        ("LoadImage", "image", files.image),
+        ("ImageScale", "width", SIZE),
+        ("ImageScale", "height", SIZE),
+        ("AVSyncEncodeAudio", "frames", FRAMES),
+        ("AVSyncEncodeAudio", "fps", FPS),
+    ]
+
+
+def shown_pixels(page, server, shown: dict) -> np.ndarray:
+    """The RGB pixels of a picture a node shows (an entry of its ``images`` output), as the page fetches it."""
+    response = page.page.request.get(
+        f"{server.url}/api/view?filename={shown['filename']}&type={shown['type']}&subfolder={shown['subfolder']}"
+    )
+    assert response.ok
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
 def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, server, request):
     from avsync_core.audio import clip_windows
     from avsync_core.audio.preview import band_colour, padding_colour, preview_layout
@@ -392,14 +415,7 @@ def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, s
         server.upload_input(files.sound)
     page.load(json.loads(MAIN.read_text()))
     for node_type, name, value in [
-        ("CheckpointLoaderSimple", "ckpt_name", files.ckpt),
-        ("AVSyncMotionModuleLoader", "motion_module", files.motion),
-        ("AVSyncImageBindLoader", "encoder_name", files.encoder),
-        ("LoadImage", "image", files.image),
-        ("ImageScale", "width", SIZE),
-        ("ImageScale", "height", SIZE),
-        ("AVSyncEncodeAudio", "frames", FRAMES),
-        ("AVSyncEncodeAudio", "fps", FPS),
+        *tiny_run_widgets(files),
         ("AVSyncEncodeAudio", "max_windows", 1),
         ("CreateVideo", "fps", FPS),
         ("AVSyncSampler", "steps", STEPS),
@@ -423,11 +439,7 @@ def test_run_renders_the_video_and_encode_audio_shows_one_band_per_frame(page, s
     page.screenshot("07_encode_audio_preview")
 
     shown = outputs["images"][0]
-    response = page.page.request.get(
-        f"{server.url}/api/view?filename={shown['filename']}&type={shown['type']}&subfolder={shown['subfolder']}"
-    )
-    assert response.ok
-    image = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+    image = shown_pixels(page, server, shown)
     windows = clip_windows(SOUND_SECONDS, FRAMES, FPS, 1)
     layout = preview_layout(windows, FRAMES, FPS)
     assert image.shape == (layout.height, layout.width, 3) and image.std() > 10
@@ -458,14 +470,7 @@ def test_the_whole_song_workflow_runs_in_context_windows_and_the_sampler_shows_t
     page.load(json.loads(WHOLE_SONG.read_text()))
     assert page.take_errors() == []
     for node_type, name, value in [
-        ("CheckpointLoaderSimple", "ckpt_name", files.ckpt),
-        ("AVSyncMotionModuleLoader", "motion_module", files.motion),
-        ("AVSyncImageBindLoader", "encoder_name", files.encoder),
-        ("LoadImage", "image", files.image),
-        ("ImageScale", "width", SIZE),
-        ("ImageScale", "height", SIZE),
-        ("AVSyncEncodeAudio", "frames", FRAMES),
-        ("AVSyncEncodeAudio", "fps", FPS),
+        *tiny_run_widgets(files),
         ("CreateVideo", "fps", FPS),
         ("AVSyncSampler", "steps", STEPS),
         ("AVSyncSampler", "overlap", OVERLAP),
@@ -498,11 +503,7 @@ def test_the_whole_song_workflow_runs_in_context_windows_and_the_sampler_shows_t
     page.fit()
     page.screenshot("09_whole_song_after_run")
 
-    response = page.page.request.get(
-        f"{server.url}/api/view?filename={shown['filename']}&type={shown['type']}&subfolder={shown['subfolder']}"
-    )
-    assert response.ok
-    image = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+    image = shown_pixels(page, server, shown)
     audio = AudioCondition(torch.zeros(len(clips), 1, 1), None, None, FRAMES, FPS, clips)  # clips count here
     windows = context_schedule(total, FRAMES, OVERLAP)
     layout = context_layout(audio, window_spans(audio, windows))

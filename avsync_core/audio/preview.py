@@ -83,8 +83,31 @@ def frame_audio_spans(windows: Sequence[ClipWindow], frames: int, fps: float) ->
     return spans
 
 
+class TimeAxis:
+    """Seconds to pixel columns across a plot of ``width`` minus the ``left`` and ``right`` margins, from 0 to
+    ``end_seconds``: the time axis the pictures of the pack share (fields of the layout dataclasses below)."""
+
+    width: int
+    left: int
+    right: int
+    end_seconds: float
+
+    @property
+    def plot_width(self) -> int:
+        return self.width - self.left - self.right
+
+    def x(self, seconds: float) -> float:
+        return self.left + seconds / self.end_seconds * self.plot_width
+
+    def columns(self, start: float, stop: float) -> tuple[int, int]:
+        """[first, last) pixel columns covering [start, stop) seconds, at least one column wide."""
+        first = math.floor(self.x(max(0.0, start)))
+        last = math.ceil(self.x(min(self.end_seconds, stop)))
+        return first, max(first + 1, last)
+
+
 @dataclass(frozen=True)
-class PreviewLayout:
+class PreviewLayout(TimeAxis):
     """Where everything sits in the picture; tests read the bars back through it."""
 
     frames: int
@@ -107,10 +130,6 @@ class PreviewLayout:
         return PreviewLayout(frames, end_seconds, plot + 46 + 16, lane_height=lane, lane_gap=1 if lane < 8 else 2)
 
     @property
-    def plot_width(self) -> int:
-        return self.width - self.left - self.right
-
-    @property
     def wave_top(self) -> int:
         return self.header + self.numbers
 
@@ -121,15 +140,6 @@ class PreviewLayout:
     @property
     def height(self) -> int:
         return self.lanes_top + self.frames * (self.lane_height + self.lane_gap) + self.frame_axis
-
-    def x(self, seconds: float) -> float:
-        return self.left + seconds / self.end_seconds * self.plot_width
-
-    def columns(self, start: float, stop: float) -> tuple[int, int]:
-        """[first, last) pixel columns covering [start, stop) seconds, at least one column wide."""
-        first = math.floor(self.x(max(0.0, start)))
-        last = math.ceil(self.x(min(self.end_seconds, stop)))
-        return first, max(first + 1, last)
 
     def lane(self, frame: int) -> tuple[int, int]:
         """[top, bottom) rows of the lane of frame ``frame`` (index inside a clip)."""

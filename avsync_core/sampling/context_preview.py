@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..audio.condition import AudioCondition
-from ..audio.preview import BACKGROUND, PANEL, TEXT, _font, _nice_step, band_colour, padding_colour
+from ..audio.preview import BACKGROUND, PANEL, TEXT, TimeAxis, _font, _nice_step, band_colour, padding_colour
 from ..audio.windows import ClipWindow, start_windows
 from ..errors import InvalidInputError
 from .context import normalized_weights, window_start
@@ -67,7 +67,7 @@ def window_spans(audio: AudioCondition, windows: Sequence[Sequence[int]]) -> lis
 
 
 @dataclass(frozen=True)
-class ContextLayout:
+class ContextLayout(TimeAxis):
     """Where everything sits in the picture; tests read the bars and the weights back through it."""
 
     windows: int
@@ -101,10 +101,6 @@ class ContextLayout:
         )
 
     @property
-    def plot_width(self) -> int:
-        return self.width - self.left - self.right
-
-    @property
     def lane_height(self) -> int:
         return self.frame_bar + self.sound_bar + self.lane_gap
 
@@ -126,15 +122,6 @@ class ContextLayout:
     @property
     def height(self) -> int:
         return self.weights_rows[1] + self.axis
-
-    def x(self, seconds: float) -> float:
-        return self.left + seconds / self.end_seconds * self.plot_width
-
-    def columns(self, start: float, stop: float) -> tuple[int, int]:
-        """[first, last) pixel columns covering [start, stop) seconds, at least one column wide."""
-        first = math.floor(self.x(max(0.0, start)))
-        last = math.ceil(self.x(min(self.end_seconds, stop)))
-        return first, max(first + 1, last)
 
     def frame_columns(self, frame: int) -> tuple[int, int]:
         """The cell of frame ``frame``: the time it is shown until the next frame."""
