@@ -6,7 +6,8 @@ hearing its own 2 s. Hosts without a retain list (0.3.64) cannot keep frame 0 in
 the host a handler of the host's own class whose schedule is the user's schedule run over the new frames, each
 window then given its video's frame 0 (``avsync_core.sampling.context``), and whose weights are AVSyncD's for the
 new frames. The host still runs the windows, sets ``transformer_options["context_window"]`` (which tells the
-DIFFUSION_MODEL wrapper which audio the window hears), calls its callbacks and fuses.
+DIFFUSION_MODEL wrapper which audio the window hears), calls its callbacks and fuses. AnimateDiff-Evolved's own
+context options cannot make such windows and are refused with a message saying what to use instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..avsync_core.sampling.context import (
 )
 
 NODE = "Context Windows (Manual)"
+EVOLVED_STATE = "ADGS"  # where AnimateDiff-Evolved's outer sampling wrapper keeps its run state in transformer_options
 STATIC = comfy.context_windows.ContextSchedules.STATIC_STANDARD
 LOOPED = comfy.context_windows.ContextSchedules.UNIFORM_LOOPED
 
@@ -72,6 +74,23 @@ def check_handler(handler, frames: int) -> None:
         problems.append(f"fuse_method = {handler.fuse_method.name} weighs the anchor like a frame")
     if problems:
         raise AVSyncError(f"'{NODE}' cannot be used with AVSyncD as set: {'; '.join(problems)}. {fits}")
+
+
+def check_no_evolved_windows(transformer_options: dict, latent_frames: int, frames: int) -> None:
+    """Refuse AnimateDiff-Evolved's own context windows. Its calc_cond_batch wrapper cuts the latent into windows
+    that neither hold the picture as frame 0 nor say which sound they hear, and (as of its d8d163c) fails inside
+    with KeyError 'ad_params', because the AVSync guider does not run the sampling function it replaces. Its run
+    state says whether it will window; when it will not (context_length not below the latent), nothing changes."""
+    sliding = getattr(transformer_options.get(EVOLVED_STATE), "is_using_sliding_context", None)
+    if sliding is not None and sliding():
+        raise InvalidInputError(
+            f"AnimateDiff-Evolved's context options (the context_options input of 'Use Evolved Sampling') would cut "
+            f"this {latent_frames}-frame latent into their own windows, which neither keep the picture as frame 0 "
+            "nor tell AVSyncD which 2 s of sound each window hears. Disconnect context_options from 'Use Evolved "
+            f"Sampling' (a context_length of {latent_frames} or more, with use_on_equal_length off, also leaves "
+            "sampling unchanged). For sound longer than one clip use the AVSync Sampler's long_sound = context, or "
+            f"core's '{NODE}' node with context_length = {frames}."
+        )
 
 
 def anchored_handler(handler, total_frames: int, frames: int):

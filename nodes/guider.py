@@ -21,7 +21,7 @@ from ..avsync_core.errors import AVSyncError, InvalidInputError
 from ..avsync_core.sampling.guidance import cfg_terms, guidance_branches
 from ..avsync_core.sampling.run import ContextRun, SamplingRun, check_fits_model
 from ..avsync_core.sd15.family import check_text_width
-from .context_windows import anchored_handler, check_handler, context_handler
+from .context_windows import anchored_handler, check_handler, check_no_evolved_windows, context_handler
 from .patching import RUN_KEY, avsync_motion, is_avsync_model
 
 # What the user connects, named in the messages of checks on the model's inputs.
@@ -132,6 +132,7 @@ class AVSyncCFGGuider(comfy.samplers.CFGGuider):
             options["context_handler"] = self.context_handler
         else:  # one clip: the host must not cut it (or several videos' clips) into windows
             options.pop("context_handler", None)
+        check_no_evolved_windows(options["transformer_options"], x.shape[0], self.audio.frames)
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
         # Every guidance mode is one ComfyUI CFG step (see cfg_terms), with the hooks ComfyUI's sampling_function
         # calls: pre-CFG functions, then cfg_function (sampler_cfg_function, post-CFG functions). So CFG-modifying

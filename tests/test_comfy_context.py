@@ -2,7 +2,8 @@
 long_sound option on the patched model, windows anchored on the picture, clear errors for settings that cannot fit.
 
 Host tests: ComfyUI in-process on the CPU, ComfyUI's own SD1.5 UNet holding the golden unet_tiny_c with its motion
-module, 4-frame clips; the audio has three clips and distinct tokens for every start frame.
+module, 4-frame clips; the audio has three clips and distinct tokens for every start frame. AnimateDiff-Evolved's
+context options are played by a stand-in that sets what that pack sets (CI has no such pack).
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def core_context_windows(model, length=FRAMES, overlap=1, schedule="standard_sta
 def sample(setup, model, audio=None, **options):
     out = sampler_output(setup, model, audio, **options)
     return (out["result"] if isinstance(out, dict) else out)[0]["samples"]
+
+
+def guider_sample(setup, model, audio, whole_sound: bool):
+    from comfy_extras import nodes_custom_sampler as ncs
+    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
+
+    with torch.inference_mode():
+        guider = AVSyncGuider().get_guider(model, setup.positive, audio, 4.0, 1.0, 0, setup.negative)[0]
+        latent = AVSyncClipLatent().make(model, audio, first_latent=setup.first, whole_sound=whole_sound)[0]
+        sigmas = ncs.BasicScheduler().get_sigmas(model, "normal", STEPS, 1.0)[0]
+        sampler = ncs.KSamplerSelect().get_sampler("euler")[0]
+        out = ncs.SamplerCustomAdvanced().sample(ncs.RandomNoise().get_noise(0)[0], guider, sampler, sigmas, latent)
+    return out[0]["samples"]
 
 
 def sampler_output(setup, model, audio=None, **options):
@@ -149,17 +163,8 @@ def test_a_sound_of_one_clip_samples_that_clip_bit_for_bit(setup):
 
 
 def test_guider_and_sampler_custom_advanced_with_core_node_equal_the_sampler(setup):
-    from comfy_extras import nodes_custom_sampler as ncs
-    from comfyui_avsync.nodes.sampling_nodes import AVSyncClipLatent, AVSyncGuider
-
     model = core_context_windows(setup.model, overlap=2, fuse="overlap-linear")
-    with torch.inference_mode():
-        guider = AVSyncGuider().get_guider(model, setup.positive, setup.audio, 4.0, 1.0, 0, setup.negative)[0]
-        latent = AVSyncClipLatent().make(model, setup.audio, first_latent=setup.first, whole_sound=True)[0]
-        sigmas = ncs.BasicScheduler().get_sigmas(model, "normal", STEPS, 1.0)[0]
-        sampler = ncs.KSamplerSelect().get_sampler("euler")[0]
-        out = ncs.SamplerCustomAdvanced().sample(ncs.RandomNoise().get_noise(0)[0], guider, sampler, sigmas, latent)
-    assert torch.equal(out[0]["samples"], sample(setup, model))
+    assert torch.equal(guider_sample(setup, model, setup.audio, whole_sound=True), sample(setup, model))
 
 
 @pytest.mark.parametrize(
@@ -231,3 +236,69 @@ def test_with_core_node_the_sampler_shows_the_first_steps_windows_and_says_the_s
     assert len(schedules) == STEPS and schedules[0] != schedules[1], "standard_uniform moves the windows"
     note = f"first step's windows shown (standard_uniform moved them: {STEPS} schedules)"
     assert np.array_equal(shown(out), render_context_preview(setup.audio, schedules[0], "flat", 1, note))
+
+
+def evolved_stand_in(model, windows: bool):
+    """What AnimateDiff-Evolved's 'Use Evolved Sampling' with context options puts on a model (no code of that
+    pack): an outer-sample wrapper keeping its run state in the guider's transformer_options["ADGS"], which says
+    whether it windows this latent, and a calc_cond_batch wrapper that, when it does, sets the window's rows in
+    transformer_options["ad_params"]: a dict only its own sampling function creates, so (as with the pack at
+    d8d163c) it fails with KeyError 'ad_params' under the AVSync guider."""
+    import comfy.model_patcher
+    import comfy.patcher_extension
+
+    class RunState:
+        def is_using_sliding_context(self) -> bool:
+            return windows
+
+    def outer_sample(executor, *args, **kwargs):
+        guider = executor.class_obj
+        original = guider.model_options
+        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+        guider.model_options["transformer_options"]["ADGS"] = RunState()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            guider.model_options = original
+
+    def calc_cond_batch(executor, model, conds, x, timestep, model_options):
+        options = model_options["transformer_options"]
+        if options["ADGS"].is_using_sliding_context():
+            options["ad_params"]["sub_idxs"] = list(range(x.shape[0] - 1))
+        return executor(model, conds, x, timestep, model_options)
+
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "ADE", outer_sample)
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, "ADE", calc_cond_batch)
+    return clone
+
+
+EVOLVED_RUNS = {  # name -> (run of a model, frames of the latent the run samples at once)
+    "one clip": (lambda setup, model: sample(setup, model, audio=setup.one_clip), FRAMES),
+    "chain": (lambda setup, model: sample(setup, model, long_sound="chain"), FRAMES),
+    "context": (lambda setup, model: sample(setup, model, long_sound="context", overlap=1), 1 + CLIPS * (FRAMES - 1)),
+    "guider with core node": (
+        lambda setup, model: guider_sample(setup, core_context_windows(model), setup.audio, whole_sound=True),
+        1 + CLIPS * (FRAMES - 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EVOLVED_RUNS))
+def test_animatediff_evolved_windows_are_refused_naming_its_node_and_what_to_use(setup, name):
+    from comfyui_avsync.avsync_core.errors import InvalidInputError
+
+    run, latent_frames = EVOLVED_RUNS[name]
+    with pytest.raises(InvalidInputError, match="AnimateDiff-Evolved's context options") as err:
+        run(setup, evolved_stand_in(setup.model, windows=True))
+    message = str(err.value)
+    assert f"would cut this {latent_frames}-frame latent" in message
+    assert "Disconnect context_options from 'Use Evolved Sampling'" in message
+    assert f"a context_length of {latent_frames} or more" in message
+    assert "long_sound = context" in message and "'Context Windows (Manual)' node with context_length = 4" in message
+
+
+@pytest.mark.parametrize("name", ["one clip", "context"])
+def test_animatediff_evolved_that_does_not_window_changes_nothing(setup, name):
+    run, _ = EVOLVED_RUNS[name]
+    assert torch.equal(run(setup, evolved_stand_in(setup.model, windows=False)), run(setup, setup.model))
