@@ -79,6 +79,11 @@ def random_condition(seconds: float, width: int) -> AudioCondition:
     return AudioCondition(starts[:: FRAMES - 1], null, segment_masks(FRAMES), FRAMES, FPS, windows, starts)
 
 
+def mode_overlap(mode: str) -> int:
+    """The overlap of a mode's windows: ``context-o4`` -> 4; chained clips share one frame and overlap nothing."""
+    return 0 if mode == "chain" else int(mode.split("-o")[1])
+
+
 def border_pairs(mode: str, total: int, overlap: int) -> torch.Tensor:
     """(total - 1,) bool: the frame pairs (t, t + 1) that cross a window border in ``mode``."""
     border = torch.zeros(total - 1, dtype=torch.bool)
@@ -114,7 +119,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     first = torch.randn(1, 4, latent, latent, generator=g)
     text = torch.randn(1, 77, model.base.config.cross_attention_dim, generator=g)
     common = dict(seed=0, steps=args.steps, audio_scale=4.0, progress=False)
-    overlap = 0 if mode == "chain" else int(mode.split("-o")[1])
+    overlap = mode_overlap(mode)
     t0, cpu0 = time.perf_counter(), time.process_time()
     if mode == "chain":
         latents = sample_long_video_latents(model, make_scheduler("ddim"), first, text, audio, **common)
@@ -162,7 +167,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for mode, row in rows.items():
-        overlap = 0 if mode == "chain" else int(mode.split("-o")[1])
+        overlap = mode_overlap(mode)
         windows = clips if mode == "chain" else len(context_schedule(total, FRAMES, overlap))
         starts = clips if mode == "chain" or overlap == 0 else total - FRAMES + 1
         print(
